@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) pyzfsautosnap contributors
+#
+#   make demo          boot the OpenZFS guests and show the collection at work
+#   make test          lint + sanity + units + ansible-lint + integration on OpenZFS 2.3 and 2.1
+#   make lint | sanity | units | ansible-lint | integration [ZFS_SERIES=2.3|2.1]
+#   make vm-shell      a root shell in a fresh guest (stops when the shell exits)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP_DEPS := $(VENV)/.deps-$(shell cat tests/requirements-dev.txt tests/unit/requirements.txt tests/apt-packages.txt 2>/dev/null | sha1sum | cut -c1-12)
+COLLECTION := $(CURDIR)/.build/staged/ansible_collections/pyzfsautosnap/zfs
+LINKROOT := $(CURDIR)/.build/link
+ZFS_SERIES ?= 2.3
+ZFS_SERIES_ALL ?= 2.3 2.1
+PYTEST_ARGS ?=
+export PATH := $(BIN):$(PATH)
+
+export ANSIBLE_COLLECTIONS_PATH := $(LINKROOT)
+
+.PHONY: all deps stage stage-link demo test lint sanity units ansible-lint integration integration-all vm-shell testbed bench clean
+
+all: test
+
+# Host packages and a virtualenv with pinned Python requirements; reruns only when the lists change.
+deps: $(STAMP_DEPS)
+$(STAMP_DEPS): tests/requirements-dev.txt tests/apt-packages.txt
+	tests/utils/install-host-packages.sh tests/apt-packages.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r tests/requirements-dev.txt
+	tests/utils/ansible-test-get-pip.sh $(BIN)/python
+	rm -f $(VENV)/.deps-*
+	touch $@
+
+demo: deps stage-link
+	$(BIN)/python tests/demo/demo.py
+
+test: lint sanity units ansible-lint integration-all
+
+lint: deps
+	$(BIN)/ruff check plugins tests bench
+	$(BIN)/yamllint -s .
+
+# ansible-test wants the collection at ansible_collections/<ns>/<name>: stage a copy of the tracked files.
+stage: deps
+	rm -rf $(COLLECTION)
+	mkdir -p $(COLLECTION)
+	git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ $(COLLECTION)/
+
+sanity: stage
+	cd $(COLLECTION) && $(BIN)/ansible-test sanity --color no --python 3.11 --requirements --exclude tests/testbed/ --exclude tests/integration/ --exclude tests/demo/ --exclude bench/
+
+units: stage
+	cd $(COLLECTION) && $(BIN)/ansible-test units --color no --python 3.11 --requirements
+
+ansible-lint: deps stage-link
+	$(BIN)/ansible-lint --offline --profile production
+
+# One OpenZFS series (ZFS_SERIES=2.3 or 2.1) on real kernel code in QEMU guests.
+integration: deps stage-link
+	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python -m pytest -p no:cacheprovider tests/integration -v -rs $(PYTEST_ARGS)
+
+integration-all: deps
+	for series in $(ZFS_SERIES_ALL); do $(MAKE) --no-print-directory integration ZFS_SERIES=$$series; done
+
+# Integration runs use the working tree itself through a symlinked collection path.
+stage-link:
+	mkdir -p $(LINKROOT)/ansible_collections/pyzfsautosnap
+	ln -sfn $(CURDIR) $(LINKROOT)/ansible_collections/pyzfsautosnap/zfs
+
+testbed: deps
+	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python tests/testbed/vm.py build
+
+vm-shell: deps
+	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python tests/testbed/vm.py shell --shape $(or $(SHAPE),single)
+
+bench: deps
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf .build tests/output .pytest_cache .ruff_cache
