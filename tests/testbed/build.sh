@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) pyzfsautosnap contributors
+#
+# Builds (or finds in the cache) a bootable Debian 12 guest with real OpenZFS:
+# kernel + initrd, ext4 root image with zfsutils/ssh/mbuffer/sanoid, and
+# spl.ko/zfs.ko built on this host against Debian's headers of that kernel.
+#
+#   tests/testbed/build.sh            # ZFS_SERIES=2.3 (bookworm-backports)
+#   ZFS_SERIES=2.1 tests/testbed/build.sh   # bookworm contrib
+#
+# Prints the cache directory of the finished build on its last line.
+set -euo pipefail
+
+ZFS_SERIES=${ZFS_SERIES:-2.3}
+CACHE_ROOT=${TESTBED_CACHE:-/var/cache/pyzfsautosnap-testbed}
+# Bump when anything below changes what ends up in the image.
+RECIPE_REV=3
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+JOBS=${JOBS:-$(nproc)}
+
+case "$ZFS_SERIES" in
+  2.3) ZFS_SUITE=bookworm-backports ;;
+  2.1) ZFS_SUITE=bookworm ;;
+  *) echo "ZFS_SERIES must be 2.3 or 2.1, not '$ZFS_SERIES'" >&2; exit 2 ;;
+esac
+
+log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# ---------------------------------------------------------------- private apt
+# A private apt configuration so the host's own sources and state stay untouched.
+APT_DIR=$CACHE_ROOT/apt
+mkdir -p "$APT_DIR"/etc/apt/{apt.conf.d,preferences.d,sources.list.d} "$APT_DIR"/state/lists/partial \
+         "$APT_DIR"/cache/archives/partial
+touch "$APT_DIR/state/status"
+cat > "$APT_DIR/etc/apt/sources.list" <<EOF
+deb [signed-by=$KEYRING] $MIRROR bookworm main contrib
+deb [signed-by=$KEYRING] $MIRROR bookworm-updates main contrib
+deb [signed-by=$KEYRING] $SECURITY_MIRROR bookworm-security main contrib
+deb [signed-by=$KEYRING] $MIRROR bookworm-backports main contrib
+EOF
+APT_OPTS=(-o "Dir::Etc=$APT_DIR/etc/apt" -o "Dir::State=$APT_DIR/state"
+          -o "Dir::State::status=$APT_DIR/state/status" -o "Dir::Cache=$APT_DIR/cache"
+          -o Debug::NoLocking=1 -o APT::Get::List-Cleanup=0)
+papt_cache() { apt-cache "${APT_OPTS[@]}" "$@"; }
+
+latest_build() {
+  # newest finished build of this series and recipe, for when the mirror is unreachable
+  ls -1dt "$CACHE_ROOT"/*_zfs"$ZFS_SERIES".*_r"$RECIPE_REV" 2>/dev/null | while read -r d; do
+    [ -f "$d/done" ] && { echo "$d"; break; }
+  done
+}
+
+if ! apt-get "${APT_OPTS[@]}" -q update >"$APT_DIR/update.log" 2>&1; then
+  cached=$(latest_build)
+  if [ -n "$cached" ]; then
+    log "archive unreachable; using cached build $cached"
+    echo "$cached"; exit 0
+  fi
+  cat "$APT_DIR/update.log" >&2; exit 1
+fi
+
+# ------------------------------------------------------------ resolve versions
+# Old kernel ABIs vanish from the mirror, so resolve the current ones every time.
+KPKG_VERSION=$(papt_cache policy linux-image-amd64 | awk '/Candidate:/ {print $2}')
+KABI=$(papt_cache show "linux-image-amd64=$KPKG_VERSION" | sed -n 's/^Depends: linux-image-\([^ ]*\) .*/\1/p' | head -n1)
+KFLAVOURLESS=${KABI%-amd64}
+ZFS_VERSION=$(papt_cache madison zfs-dkms | awk -v s="$ZFS_SUITE/contrib" '$0 ~ s {print $3; exit}')
+ZFS_UPSTREAM=${ZFS_VERSION%%-*}
+[ -n "$KABI" ] && [ -n "$ZFS_VERSION" ] || { log "could not resolve kernel ($KABI) or zfs ($ZFS_VERSION)"; exit 1; }
+
+KEY="${KABI}_${KPKG_VERSION}_zfs${ZFS_VERSION}_r${RECIPE_REV}"
+KEY=${KEY//[^A-Za-z0-9._+-]/_}
+OUT=$CACHE_ROOT/$KEY
+if [ -f "$OUT/done" ]; then
+  log "cache hit: $OUT"
+  echo "$OUT"; exit 0
+fi
+log "building $KEY (kernel $KABI $KPKG_VERSION, zfs $ZFS_VERSION from $ZFS_SUITE)"
+
+WORK=$CACHE_ROOT/work-$KEY
+rm -rf "$WORK" "$OUT"
+mkdir -p "$WORK/debs" "$WORK/src" "$OUT"
+trap 'rm -rf "$WORK"' EXIT
+
+# ------------------------------------------------------------ kernel modules
+( cd "$WORK/debs" && apt-get "${APT_OPTS[@]}" -q download \
+    "zfs-dkms=$ZFS_VERSION" "linux-headers-$KABI=$KPKG_VERSION" \
+    "linux-headers-$KFLAVOURLESS-common=$KPKG_VERSION" "linux-kbuild-6.1=$KPKG_VERSION" ) >&2
+for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/src"; done
+
+HDR=$WORK/src/usr/src/linux-headers-$KABI
+COMMON=$WORK/src/usr/src/linux-headers-$KFLAVOURLESS-common
+# The flavour's Makefile includes the -common tree by its absolute /usr/src path.
+sed -i "s#/usr/src/linux-headers-$KFLAVOURLESS-common#$COMMON#g" "$HDR/Makefile"
+ZSRC=$WORK/src/usr/src/zfs-$ZFS_UPSTREAM
+log "building spl.ko/zfs.ko from $ZSRC"
+( cd "$ZSRC" \
+  && ./configure --with-config=kernel --with-linux="$COMMON" --with-linux-obj="$HDR" >"$WORK/configure.log" 2>&1 \
+  && make -j"$JOBS" >"$WORK/make.log" 2>&1 ) || { tail -n 40 "$WORK"/configure.log "$WORK"/make.log >&2; exit 1; }
+mkdir -p "$OUT/modules"
+find "$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
+[ -f "$OUT/modules/zfs.ko" ] && [ -f "$OUT/modules/spl.ko" ] || { log "zfs.ko/spl.ko missing after build"; exit 1; }
+
+# ------------------------------------------------------------------ root fs
+ROOT=$WORK/root
+mkdir -p "$WORK/prefs"
+# Pin the zfs userland and its libraries to one suite, or apt mixes library versions.
+cat > "$WORK/prefs/zfs.pref" <<EOF
+Package: zfsutils-linux libzfs* libzpool* libnvpair* libuutil* zfs-zed
+Pin: release n=$ZFS_SUITE
+Pin-Priority: 990
+EOF
+PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,iproute2,openssh-server,openssh-client,python3,python3-paramiko
+PACKAGES+=,mbuffer,zstd,lz4,pv,sanoid,sudo,procps,less,e2fsprogs,util-linux,coreutils,findutils
+PACKAGES+=,linux-image-$KABI,initramfs-tools,zfsutils-linux
+log "mmdebstrap guest root"
+mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "false"' \
+  --keyring="$KEYRING" \
+  --setup-hook="mkdir -p \"\$1/etc/apt/preferences.d\" && cp $WORK/prefs/zfs.pref \"\$1/etc/apt/preferences.d/\"" \
+  --include="$PACKAGES" \
+  --customize-hook="$(dirname "$0")/guest-setup.sh \"\$1\" $KABI $OUT/modules" \
+  bookworm "$ROOT" \
+  "deb [signed-by=$KEYRING] $MIRROR bookworm main contrib" \
+  "deb [signed-by=$KEYRING] $MIRROR bookworm-updates main contrib" \
+  "deb [signed-by=$KEYRING] $SECURITY_MIRROR bookworm-security main contrib" \
+  "deb [signed-by=$KEYRING] $MIRROR bookworm-backports main contrib" >"$WORK/mmdebstrap.log" 2>&1 \
+  || { tail -n 40 "$WORK/mmdebstrap.log" >&2; exit 1; }
+
+cp "$ROOT/boot/vmlinuz-$KABI" "$OUT/vmlinuz"
+cp "$ROOT/boot/initrd.img-$KABI" "$OUT/initrd.img"
+cp "$ROOT/etc/ssh/ssh_host_ed25519_key.pub" "$OUT/host_ed25519_key.pub"
+chroot "$ROOT" dpkg-query -W -f '${Package}\t${Version}\n' > "$OUT/packages.tsv"
+log "making ext4 image"
+mkfs.ext4 -q -F -L guestroot -d "$ROOT" "$OUT/rootfs.ext4" 3G
+cat > "$OUT/build.env" <<EOF
+KABI=$KABI
+KPKG_VERSION=$KPKG_VERSION
+ZFS_SERIES=$ZFS_SERIES
+ZFS_VERSION=$ZFS_VERSION
+RECIPE_REV=$RECIPE_REV
+EOF
+touch "$OUT/done"
+log "done: $OUT"
+echo "$OUT"

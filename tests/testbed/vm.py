@@ -1,0 +1,375 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pyzfsautosnap contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Boots QEMU guests with real OpenZFS for the integration tests, the demo and ``make vm-shell``.
+
+Shapes:
+- ``single``: one guest ``zfsguest`` with pools ``tank`` and ``zfsbackups``; SSH to itself works.
+- ``pair``: guests ``client`` (pool ``tank``) and ``target`` (pool ``zfsbackups``) joined by a
+  QEMU socket network whose host side binds 127.0.0.1 only (guest addresses 169.254.77.1/.2).
+
+Every qemu process is started with a parent-death signal and its pid recorded, so a crash, SIGINT or
+SIGTERM of the test run never leaves one behind; stale runs are reaped on the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN_PREFIX = 'pyzfsautosnap-testbed-'
+LINK_ADDRS = {'client': '169.254.77.1/24', 'target': '169.254.77.2/24'}
+DISK_SIZE = 8 * 1024 ** 3  # sparse: only written blocks use host disk
+
+
+def log(msg: str) -> None:
+    print(f'[testbed {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class Guest:
+    name: str
+    port: int
+    pools: dict[str, str]  # pool name -> guest block device
+    rundir: str
+    pid: int = 0
+    link_addr: str | None = None
+
+    @property
+    def console(self) -> str:
+        return os.path.join(self.rundir, f'{self.name}.console.log')
+
+
+def build(zfs_series: str) -> str:
+    """Build or reuse the cached image; returns its directory."""
+    env = dict(os.environ, ZFS_SERIES=zfs_series)
+    out = subprocess.run([os.path.join(HERE, 'build.sh')], env=env, check=True, stdout=subprocess.PIPE, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _set_pdeathsig() -> None:
+    # qemu dies with the process that started it, even on SIGKILL of the test run
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    os.setpgrp()  # Ctrl-C in the terminal reaches the runner, which stops guests itself
+
+
+def kvm_works(image: str) -> bool:
+    """True only when a KVM guest really runs code (an openable /dev/kvm is not enough)."""
+    if os.environ.get('TESTBED_ACCEL') in ('tcg', 'kvm'):
+        return os.environ['TESTBED_ACCEL'] == 'kvm'
+    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+        return False
+    argv = ['qemu-system-x86_64', '-accel', 'kvm', '-cpu', 'host', '-m', '256', '-nodefaults', '-no-user-config',
+            '-display', 'none', '-serial', 'stdio', '-no-reboot', '-kernel', os.path.join(image, 'vmlinuz'),
+            '-append', 'console=ttyS0 panic=-1 earlyprintk=ttyS0 init=/bin/false']
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=6, preexec_fn=_set_pdeathsig)
+    except subprocess.TimeoutExpired as exc:
+        out_text = (exc.stdout or b'').decode('utf-8', 'replace')
+        return 'Linux version' in out_text
+    return 'Linux version' in out.stdout.decode('utf-8', 'replace')
+
+
+def reap_stale() -> None:
+    """Stop guests of earlier runs whose owner died without cleaning up."""
+    tmp = tempfile.gettempdir()
+    for entry in os.listdir(tmp):
+        if not entry.startswith(RUN_PREFIX):
+            continue
+        rundir = os.path.join(tmp, entry)
+        owner = _read_pid(os.path.join(rundir, 'owner.pid'))
+        if owner and _alive(owner):
+            continue
+        for name in os.listdir(rundir):
+            if name.endswith('.qemu.pid'):
+                pid = _read_pid(os.path.join(rundir, name))
+                if pid and _is_qemu(pid):
+                    _kill(pid)
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+def _read_pid(path: str) -> int:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_qemu(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as fh:
+            return b'qemu-system' in fh.read()
+    except OSError:
+        return False
+
+
+def _kill(pid: int, grace: float = 5.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid) and _is_qemu(pid):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+class Testbed:
+    """A set of running guests; use as a context manager so they always stop."""
+
+    def __init__(self, shape: str = 'single', zfs_series: str | None = None, memory_mb: int | None = None) -> None:
+        if shape not in ('single', 'pair'):
+            raise ValueError(f'unknown shape {shape!r}')
+        self.shape = shape
+        self.zfs_series = zfs_series or os.environ.get('ZFS_SERIES', '2.3')
+        self.memory_mb = memory_mb or (3072 if shape == 'single' else 2048)
+        self.rundir = ''
+        self.image = ''
+        self.guests: dict[str, Guest] = {}
+        self.key = ''
+        self.known_hosts = ''
+        self.accel = 'tcg'
+        self._procs: list[subprocess.Popen] = []
+
+    # ---------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Testbed:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        reap_stale()
+        self.image = build(self.zfs_series)
+        self.rundir = tempfile.mkdtemp(prefix=RUN_PREFIX)
+        with open(os.path.join(self.rundir, 'owner.pid'), 'w') as fh:
+            fh.write(str(os.getpid()))
+        self.key = os.path.join(self.rundir, 'id_ed25519')
+        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'testbed-run', '-f', self.key], check=True)
+        self.accel = 'kvm' if kvm_works(self.image) else 'tcg'
+        if self.shape == 'single':
+            self.guests['zfsguest'] = Guest('zfsguest', _free_port(), {'tank': '/dev/vdb', 'zfsbackups': '/dev/vdc'}, self.rundir)
+        else:
+            self.guests['client'] = Guest('client', _free_port(), {'tank': '/dev/vdb'}, self.rundir, link_addr=LINK_ADDRS['client'])
+            self.guests['target'] = Guest('target', _free_port(), {'zfsbackups': '/dev/vdb'}, self.rundir, link_addr=LINK_ADDRS['target'])
+        self._write_known_hosts()
+        link_port = _free_port()
+        started = time.monotonic()
+        for index, guest in enumerate(self.guests.values()):
+            link = None
+            if guest.link_addr:
+                link = f'socket,id=link,listen=127.0.0.1:{link_port}' if index == 0 else f'socket,id=link,connect=127.0.0.1:{link_port}'
+            self._boot(guest, link)
+            if link and index == 0:
+                _wait_listening(link_port, guest)
+        for guest in self.guests.values():
+            self._wait_ssh(guest)
+        log(f'{len(self.guests)} guest(s) answer SSH after {time.monotonic() - started:.1f}s ({self.accel})')
+        for guest in self.guests.values():
+            for pool, dev in guest.pools.items():
+                self.ssh(guest.name, ['zpool', 'create', '-f', '-o', 'ashift=12', '-O', 'compression=lz4', '-O', 'atime=off', pool, dev])
+        self.write_inventory()
+
+    def stop(self) -> None:
+        for guest in self.guests.values():
+            if guest.pid:
+                _kill(guest.pid)
+                guest.pid = 0
+        for proc in self._procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=1)
+        self._procs.clear()
+        if self.rundir and os.environ.get('TESTBED_KEEP_RUNDIR') != '1':
+            shutil.rmtree(self.rundir, ignore_errors=True)
+
+    # --------------------------------------------------------------- internals
+    def _write_known_hosts(self) -> None:
+        with open(os.path.join(self.image, 'host_ed25519_key.pub')) as fh:
+            hostkey = ' '.join(fh.read().split()[:2])
+        self.known_hosts = os.path.join(self.rundir, 'known_hosts')
+        with open(self.known_hosts, 'w') as fh:
+            for guest in self.guests.values():
+                fh.write(f'[127.0.0.1]:{guest.port} {hostkey}\n')
+
+    def _boot(self, guest: Guest, link: str | None) -> None:
+        with open(self.key + '.pub', 'rb') as fh:
+            authkey = base64.b64encode(fh.read().strip()).decode()
+        cmdline = f'root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname={guest.name} testbed.authkey={authkey}'
+        if guest.link_addr:
+            cmdline += f' testbed.linkaddr={guest.link_addr}'
+        accel = ['-accel', 'kvm', '-cpu', 'host'] if self.accel == 'kvm' else ['-accel', 'tcg,thread=multi', '-cpu', 'qemu64']
+        argv = ['qemu-system-x86_64', '-name', guest.name, *accel, '-smp', '2', '-m', str(self.memory_mb),
+                '-nodefaults', '-no-user-config', '-display', 'none', '-serial', f'file:{guest.console}',
+                '-kernel', os.path.join(self.image, 'vmlinuz'), '-initrd', os.path.join(self.image, 'initrd.img'),
+                '-append', cmdline,
+                '-drive', f'file={os.path.join(self.image, "rootfs.ext4")},if=virtio,format=raw,snapshot=on',
+                '-netdev', f'user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{guest.port}-:22',
+                '-device', 'virtio-net-pci,netdev=n0', '-device', 'virtio-rng-pci']
+        for pool in guest.pools:
+            disk = os.path.join(self.rundir, f'{guest.name}-{pool}.img')
+            with open(disk, 'wb') as fh:
+                fh.truncate(DISK_SIZE)
+            argv += ['-drive', f'file={disk},if=virtio,format=raw,cache=unsafe,discard=unmap']
+        if link:
+            mac = '52:54:00:77:00:0%d' % (1 if guest.name == 'client' else 2)
+            argv += ['-netdev', link, '-device', f'virtio-net-pci,netdev=link,mac={mac}']
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(self.rundir, f'{guest.name}.qemu.err'), 'wb'),
+                                preexec_fn=_set_pdeathsig)
+        self._procs.append(proc)
+        guest.pid = proc.pid
+        with open(os.path.join(self.rundir, f'{guest.name}.qemu.pid'), 'w') as fh:
+            fh.write(str(proc.pid))
+
+    def _wait_ssh(self, guest: Guest, timeout: float = 420.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(guest.pid) or not _is_qemu(guest.pid):
+                raise RuntimeError(f'qemu for {guest.name} exited: {self._tail(guest)}')
+            res = subprocess.run(self.ssh_argv(guest.name, ['true'], connect_timeout=5), capture_output=True, stdin=subprocess.DEVNULL)
+            if res.returncode == 0:
+                return
+            time.sleep(2)
+        raise RuntimeError(f'{guest.name} did not answer SSH within {timeout:.0f}s: {self._tail(guest)}')
+
+    def _tail(self, guest: Guest) -> str:
+        text = ''
+        for path in (guest.console, os.path.join(self.rundir, f'{guest.name}.qemu.err')):
+            with contextlib.suppress(OSError), open(path, errors='replace') as fh:
+                text += fh.read()[-3000:]
+        return text
+
+    # ------------------------------------------------------------------ access
+    def ssh_options(self) -> list[str]:
+        return ['-i', self.key, '-o', 'IdentitiesOnly=yes', '-o', f'UserKnownHostsFile={self.known_hosts}',
+                '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR']
+
+    def ssh_argv(self, name: str, argv: t.Sequence[str] | None, connect_timeout: int = 20) -> list[str]:
+        guest = self.guests[name]
+        cmd = ['ssh', *self.ssh_options(), '-o', f'ConnectTimeout={connect_timeout}', '-p', str(guest.port), 'root@127.0.0.1']
+        if argv is not None:
+            cmd.append(' '.join(shlex.quote(a) for a in argv))
+        return cmd
+
+    def ssh(self, name: str, argv: t.Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+        """Run *argv* in guest *name* (quoted for its shell)."""
+        res = subprocess.run(self.ssh_argv(name, argv), capture_output=True, text=True, input=input_text,
+                             stdin=None if input_text is not None else subprocess.DEVNULL)
+        if check and res.returncode != 0:
+            raise RuntimeError(f'{name}: {argv} failed rc={res.returncode}: {res.stderr.strip()}')
+        return res
+
+    def sh(self, name: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a shell script in guest *name* (test helpers only; the collection never does this)."""
+        return self.ssh(name, ['sh', '-ec', script], check=check)
+
+    def write_inventory(self) -> str:
+        path = os.path.join(self.rundir, 'inventory.ini')
+        common = ' '.join(self.ssh_options()[2:])  # the key is set by its own variable
+        with open(path, 'w') as fh:
+            fh.write('[zfs]\n')
+            for guest in self.guests.values():
+                fh.write(f'{guest.name} ansible_host=127.0.0.1 ansible_port={guest.port} ansible_user=root '
+                         f'ansible_ssh_private_key_file={self.key} ansible_python_interpreter=/usr/bin/python3 '
+                         f'ansible_ssh_common_args="{common}"\n')
+        self.inventory = path
+        return path
+
+    def describe(self) -> dict[str, t.Any]:
+        return {'shape': self.shape, 'zfs_series': self.zfs_series, 'accel': self.accel, 'inventory': self.inventory,
+                'guests': {g.name: {'port': g.port, 'pools': list(g.pools)} for g in self.guests.values()}}
+
+
+def _wait_listening(port: int, guest: Guest, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.settimeout(0.5)
+            if sock.connect_ex(('127.0.0.1', port)) == 0:
+                return
+        if not _alive(guest.pid):
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f'{guest.name} did not open its link socket on 127.0.0.1:{port}')
+
+
+def _terminate_on_signals() -> None:
+    # turn SIGTERM/SIGHUP into an exception so `with Testbed()` cleans up
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f'signal {signum}')
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def main(argv: t.Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('command', choices=['build', 'shell', 'info', 'reap'])
+    parser.add_argument('--shape', choices=['single', 'pair'], default='single')
+    parser.add_argument('--zfs', dest='zfs_series', default=os.environ.get('ZFS_SERIES', '2.3'))
+    args = parser.parse_args(argv)
+    _terminate_on_signals()
+    if args.command == 'build':
+        print(build(args.zfs_series))
+        return 0
+    if args.command == 'reap':
+        reap_stale()
+        return 0
+    with Testbed(args.shape, args.zfs_series) as bed:
+        if args.command == 'info':
+            print(json.dumps(bed.describe(), indent=2))
+            for name in bed.guests:
+                print(f'--- {name}: zfs version; zpool list')
+                print(bed.ssh(name, ['zfs', 'version']).stdout, end='')
+                print(bed.ssh(name, ['zpool', 'list']).stdout, end='')
+            return 0
+        name = next(iter(bed.guests))
+        log(f'shell on {name}; the guest stops when the shell exits (other guests: {", ".join(bed.guests)})')
+        return subprocess.call([*bed.ssh_argv(name, None)[:-1], '-t', 'root@127.0.0.1'])
+
+
+if __name__ == '__main__':
+    sys.exit(main())
