@@ -87,7 +87,7 @@ def kvm_works(image: str) -> bool:
             '-display', 'none', '-serial', 'stdio', '-no-reboot', '-kernel', os.path.join(image, 'vmlinuz'),
             '-append', 'console=ttyS0 panic=-1 earlyprintk=ttyS0 init=/bin/false']
     try:
-        out = subprocess.run(argv, capture_output=True, timeout=6, preexec_fn=_set_pdeathsig)
+        out = subprocess.run(argv, capture_output=True, timeout=6, preexec_fn=_set_pdeathsig, check=False)
     except subprocess.TimeoutExpired as exc:
         out_text = (exc.stdout or b'').decode('utf-8', 'replace')
         return 'Linux version' in out_text
@@ -270,7 +270,7 @@ class Testbed:
         while time.monotonic() < deadline:
             if not _alive(guest.pid) or not _is_qemu(guest.pid):
                 raise RuntimeError(f'qemu for {guest.name} exited: {self._tail(guest)}')
-            res = subprocess.run(self.ssh_argv(guest.name, ['true'], connect_timeout=5), capture_output=True, stdin=subprocess.DEVNULL)
+            res = subprocess.run(self.ssh_argv(guest.name, ['true'], connect_timeout=5), capture_output=True, stdin=subprocess.DEVNULL, check=False)
             if res.returncode == 0:
                 return
             time.sleep(2)
@@ -298,7 +298,7 @@ class Testbed:
     def ssh(self, name: str, argv: t.Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
         """Run *argv* in guest *name* (quoted for its shell)."""
         res = subprocess.run(self.ssh_argv(name, argv), capture_output=True, text=True, input=input_text,
-                             stdin=None if input_text is not None else subprocess.DEVNULL)
+                             stdin=None if input_text is not None else subprocess.DEVNULL, check=False)
         if check and res.returncode != 0:
             raise RuntimeError(f'{name}: {argv} failed rc={res.returncode}: {res.stderr.strip()}')
         return res

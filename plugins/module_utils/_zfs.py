@@ -1,0 +1,244 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pyzfsautosnap contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The one place that runs ``zfs``.
+
+Every call goes through :class:`Zfs`, which builds argv lists (never shell
+strings), hands them to a :class:`Runner` (local subprocess or a remote
+transport) and turns failures into :class:`ZfsCommandError` carrying the
+command, rc and stderr. Parsing of the output lives in ``_zfs_parse`` so it
+can be tested on recorded output without running anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import typing as t
+
+from ._types import Dataset, Features, Snapshot, ZfsCommandError
+from . import _zfs_parse as parse
+
+# Linux ARG_MAX is 2 MiB including the environment; stay far below it so a
+# batch also fits through ssh and older kernels.
+MAX_ARGV_BYTES = 128 * 1024
+
+SNAPSHOT_COLUMNS = ('name', 'guid', 'createtxg', 'creation', 'userrefs', 'clones')
+
+
+@dataclasses.dataclass
+class CommandResult:
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class Runner(t.Protocol):
+    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+        ...
+
+
+class LocalRunner:
+    """Runs argv lists on this host; records each argv so callers can count processes."""
+
+    def __init__(self, env: t.Mapping[str, str] | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        # zfs output must not be localised: parsers rely on the C locale
+        self.env['LC_ALL'] = 'C'
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        try:
+            proc = subprocess.run(argv, input=input_bytes, capture_output=True, env=self.env, check=False)
+        except OSError as exc:
+            raise ZfsCommandError(argv, 127, '', str(exc)) from exc
+        result = CommandResult(argv, proc.returncode, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace'))
+        if check and result.rc != 0:
+            raise ZfsCommandError(argv, result.rc, result.stdout, result.stderr)
+        return result
+
+
+def batch_by_size(items: t.Sequence[str], fixed: t.Sequence[str], limit: int = MAX_ARGV_BYTES) -> list[list[str]]:
+    """Split *items* into batches whose argv (with *fixed* prefix) stays under *limit* bytes."""
+    base = sum(len(a) + 1 for a in fixed)
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = base
+    for item in items:
+        cost = len(item.encode('utf-8')) + 1
+        if current and size + cost > limit:
+            batches.append(current)
+            current, size = [], base
+        current.append(item)
+        size += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Zfs:
+    """Typed wrapper over the zfs CLI of one host (local or remote through its runner)."""
+
+    def __init__(self, runner: Runner, zfs: str = 'zfs') -> None:
+        self.runner = runner
+        self.zfs = zfs
+        self._features: Features | None = None
+        self.warnings: list[str] = []
+
+    # ----------------------------------------------------------------- basics
+    def run(self, *args: str, check: bool = True) -> CommandResult:
+        return self.runner.run([self.zfs, *args], check=check)
+
+    @property
+    def features(self) -> Features:
+        if self._features is None:
+            self._features = self._detect_features()
+        return self._features
+
+    def _detect_features(self) -> Features:
+        res = self.run('version', check=False)
+        if res.rc == 0:
+            return parse.features_from_version(res.stdout)
+        # No `zfs version`: older OpenZFS or a legacy CLI. Probe the one thing we
+        # depend on most; an unknown option is reported by usage text, not a crash.
+        probe = self.run('list', '-H', '-p', '-o', 'name', '-t', 'filesystem', '-d', '0', check=False)
+        if probe.rc != 0 and parse.is_usage_error(probe.stderr):
+            return Features(version=None, parsable_list=False, multi_snapshot=False, bookmarks=False, resume=False)
+        return Features(version=None, bookmarks=False, resume=False)
+
+    def pools(self) -> list[str]:
+        res = self.runner.run(['zpool', 'list', '-H', '-o', 'name'])
+        return [line for line in res.stdout.splitlines() if line]
+
+    # --------------------------------------------------------------- listings
+    def list_datasets(self, roots: t.Sequence[str] | None, recursive: bool = True,
+                      user_props: t.Sequence[str] = (), with_written: bool = False,
+                      with_resume_token: bool = False) -> list[Dataset]:
+        """One listing of filesystems and volumes under *roots* (all pools when None)."""
+        cols = ['name', 'type']
+        if with_written:
+            cols.append('written')
+        if with_resume_token and self.features.resume:
+            cols.append('receive_resume_token')
+        cols.extend(user_props)
+        if self.features.parsable_list:
+            argv = ['list', '-H', '-p', '-t', 'filesystem,volume', '-o', ','.join(cols)]
+        else:
+            argv = ['list', '-H', '-t', 'filesystem,volume', '-o', ','.join(cols)]
+        if recursive and roots:
+            argv.append('-r')
+        if not recursive and roots:
+            argv.extend(['-d', '0'])
+        argv.extend(roots or [])
+        res = self.run(*argv)
+        datasets = parse.datasets(res.stdout, cols)
+        if not self.features.parsable_list and with_written:
+            datasets = self._legacy_fill_numbers(datasets)
+        return datasets
+
+    def _legacy_fill_numbers(self, datasets: list[Dataset]) -> list[Dataset]:
+        # Without -p, `written` prints as "1.5K"; ask `zfs get -Hp` per dataset instead.
+        filled = []
+        for ds in datasets:
+            res = self.run('get', '-H', '-p', '-o', 'value', 'written', ds.name, check=False)
+            value = res.stdout.strip() if res.rc == 0 else '-'
+            filled.append(dataclasses.replace(ds, written=parse.to_int(value)))
+        return filled
+
+    def list_snapshots(self, roots: t.Sequence[str] | None, recursive: bool = True,
+                       bookmarks: bool = False) -> list[Snapshot]:
+        """One listing of all snapshots (and bookmarks) under *roots* with what decisions need."""
+        types = 'snapshot,bookmark' if bookmarks and self.features.bookmarks else 'snapshot'
+        if not self.features.parsable_list:
+            return self._legacy_list_snapshots(roots, recursive)
+        argv = ['list', '-H', '-p', '-t', types, '-o', ','.join(SNAPSHOT_COLUMNS)]
+        if roots:
+            argv.extend(['-r'] if recursive else ['-d', '1'])
+            argv.extend(roots)
+        res = self.run(*argv, check=False)
+        if res.rc != 0:
+            raise ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr)
+        return parse.snapshots(res.stdout, SNAPSHOT_COLUMNS)
+
+    def _legacy_list_snapshots(self, roots: t.Sequence[str] | None, recursive: bool) -> list[Snapshot]:
+        argv = ['list', '-H', '-t', 'snapshot', '-o', 'name']
+        if roots:
+            argv.append('-r')
+            argv.extend(roots)
+        names = [n for n in self.run(*argv).stdout.splitlines() if n]
+        if roots and not recursive:
+            names = [n for n in names if n.split('@', 1)[0] in roots]
+        by_dataset: dict[str, list[str]] = {}
+        for name in names:
+            by_dataset.setdefault(name.split('@', 1)[0], []).append(name)
+        props = ('guid', 'createtxg', 'creation', 'userrefs')
+        snaps: list[Snapshot] = []
+        for ds_names in by_dataset.values():
+            for batch in batch_by_size(ds_names, [self.zfs, 'get', '-H', '-p', '-o', 'name,property,value', ','.join(props)]):
+                res = self.run('get', '-H', '-p', '-o', 'name,property,value', ','.join(props), *batch)
+                snaps.extend(parse.snapshots_from_get(res.stdout))
+        return snaps
+
+    def exists(self, name: str) -> bool:
+        res = self.run('list', '-H', '-o', 'name', name, check=False)
+        return res.rc == 0
+
+    # ---------------------------------------------------------------- changes
+    def snapshot(self, full_names: t.Sequence[str], props: t.Mapping[str, str] | None = None) -> list[list[str]]:
+        """Create snapshots; names of one pool share a transaction group when the CLI allows.
+
+        Returns the argv batches actually run, so callers can report atomicity.
+        """
+        opts: list[str] = []
+        for key, value in (props or {}).items():
+            opts.extend(['-o', f'{key}={value}'])
+        if not self.features.multi_snapshot:
+            if len(full_names) > 1:
+                self.warnings.append('this zfs CLI takes one snapshot per call: snapshots of one run are not atomic')
+            for name in full_names:
+                self.run('snapshot', *opts, name)
+            return [[n] for n in full_names]
+        batches = batch_by_size(full_names, [self.zfs, 'snapshot', *opts])
+        if len(batches) > 1:
+            self.warnings.append(f'{len(full_names)} snapshots were split into {len(batches)} calls to stay under the argument limit')
+        for batch in batches:
+            self.run('snapshot', *opts, *batch)
+        return batches
+
+    def destroy_snapshots(self, dataset: str, names: t.Sequence[str]) -> CommandResult:
+        """Destroy snapshots of one dataset in one call: ``zfs destroy ds@a,b,c``. Never recursive."""
+        if not names:
+            raise ValueError('nothing to destroy')
+        for name in names:
+            if not name or '@' in name or ',' in name or '/' in name:
+                raise ValueError(f'refusing to destroy an unsafe snapshot name: {name!r}')
+        return self.run('destroy', f'{dataset}@{",".join(names)}', check=False)
+
+    def hold(self, tag: str, full_names: t.Sequence[str]) -> None:
+        for batch in batch_by_size(full_names, [self.zfs, 'hold', tag]):
+            self.run('hold', tag, *batch)
+
+    def release(self, tag: str, full_names: t.Sequence[str], check: bool = True) -> None:
+        for batch in batch_by_size(full_names, [self.zfs, 'release', tag]):
+            self.run('release', tag, *batch, check=check)
+
+    def holds(self, full_names: t.Sequence[str]) -> dict[str, list[str]]:
+        """Tags held on each snapshot, for the names given (one call per argv batch)."""
+        out: dict[str, list[str]] = {n: [] for n in full_names}
+        for batch in batch_by_size(full_names, [self.zfs, 'holds', '-H']):
+            res = self.run('holds', '-H', *batch)
+            for name, tag in parse.holds(res.stdout):
+                out.setdefault(name, []).append(tag)
+        return out
+
+    def bookmark(self, snapshot: str, bookmark: str) -> None:
+        self.run('bookmark', snapshot, bookmark)
+
+    def receive_abort(self, dataset: str) -> None:
+        self.run('receive', '-A', dataset)

@@ -1,0 +1,125 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pyzfsautosnap contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Pure parsers of ``zfs`` output; tested on recorded output of each OpenZFS version."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+from ._types import Dataset, Features, Snapshot
+
+
+def to_int(value: str) -> int | None:
+    """``zfs -p`` numbers; '-' (not applicable) and anything non-numeric become None."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    return None
+
+
+def _rows(output: str, ncols: int) -> t.Iterator[list[str]]:
+    for line in output.splitlines():
+        if not line:
+            continue
+        # -H separates columns by a single tab; values (user properties) may hold spaces
+        fields = line.split('\t')
+        if len(fields) != ncols:
+            raise ValueError(f'unexpected zfs output line (expected {ncols} columns): {line!r}')
+        yield fields
+
+
+_DATASET_CORE_COLUMNS = ('name', 'type', 'written', 'receive_resume_token')
+
+
+def datasets(output: str, columns: t.Sequence[str]) -> list[Dataset]:
+    result = []
+    cols = list(columns)
+    for fields in _rows(output, len(cols)):
+        row = dict(zip(cols, fields))
+        # user properties, plus any native property a caller asked for (e.g. encryption)
+        props = {c: row[c] for c in cols if c not in _DATASET_CORE_COLUMNS}
+        token = row.get('receive_resume_token')
+        result.append(Dataset(
+            name=row['name'],
+            type=row.get('type', 'filesystem'),
+            properties=props,
+            written=to_int(row['written']) if 'written' in row else None,
+            receive_resume_token=token if token not in (None, '-', '') else None,
+        ))
+    return result
+
+
+def snapshots(output: str, columns: t.Sequence[str]) -> list[Snapshot]:
+    result = []
+    cols = list(columns)
+    for fields in _rows(output, len(cols)):
+        row = dict(zip(cols, fields))
+        full = row['name']
+        is_bookmark = '#' in full
+        dataset, _sep, name = full.partition('#' if is_bookmark else '@')
+        clones = row.get('clones', '-')
+        result.append(Snapshot(
+            dataset=dataset,
+            name=name,
+            guid=to_int(row['guid']) or 0,
+            createtxg=to_int(row['createtxg']) or 0,
+            creation=to_int(row.get('creation', '-')) or 0,
+            userrefs=to_int(row.get('userrefs', '-')) or 0,
+            clones=tuple(c for c in clones.split(',') if c and c != '-'),
+            is_bookmark=is_bookmark,
+        ))
+    return result
+
+
+def snapshots_from_get(output: str) -> list[Snapshot]:
+    """Legacy fallback: ``zfs get -Hp -o name,property,value guid,createtxg,... snap...``."""
+    values: dict[str, dict[str, str]] = {}
+    for fields in _rows(output, 3):
+        values.setdefault(fields[0], {})[fields[1]] = fields[2]
+    result = []
+    for full, props in values.items():
+        dataset, _sep, name = full.partition('@')
+        result.append(Snapshot(
+            dataset=dataset,
+            name=name,
+            guid=to_int(props.get('guid', '-')) or 0,
+            createtxg=to_int(props.get('createtxg', '-')) or 0,
+            creation=to_int(props.get('creation', '-')) or 0,
+            userrefs=to_int(props.get('userrefs', '-')) or 0,
+        ))
+    return result
+
+
+def holds(output: str) -> list[tuple[str, str]]:
+    """``zfs holds -H``: name, tag, timestamp."""
+    out = []
+    for line in output.splitlines():
+        fields = line.split('\t')
+        if len(fields) >= 2:
+            out.append((fields[0], fields[1]))
+    return out
+
+
+_VERSION_RE = re.compile(r'^zfs-(?:kmod-)?(\d+)\.(\d+)\.(\d+)', re.MULTILINE)
+
+
+def features_from_version(output: str) -> Features:
+    """``zfs version`` exists on OpenZFS >= 0.8, which has every feature the engine uses."""
+    match = _VERSION_RE.search(output)
+    version = '.'.join(match.groups()) if match else None
+    return Features(version=version)
+
+
+def is_usage_error(stderr: str) -> bool:
+    text = stderr.lower()
+    return 'invalid option' in text or 'usage:' in text or 'unrecognized' in text
+
+
+def version_tuple(version: str | None) -> tuple[int, ...]:
+    if not version:
+        return ()
+    return tuple(int(p) for p in re.findall(r'\d+', version)[:3])
