@@ -1,0 +1,574 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pyzfsautosnap contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Replication: list both sides once, plan every dataset, then stream, protect and prune.
+
+Everything is planned before anything changes, so a diverged dataset fails the
+run with nothing touched. Datasets then go parents first, one stream per step;
+after each dataset its new common snapshot is held on both sides (and the
+previous one released), so no pruner can break the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import socket
+import time
+import typing as t
+
+from . import _naming as naming
+from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, locked
+from ._pipeline import estimate_argv, mbuffer_argv, receive_argv, receiver_stages, run_pipeline, send_argv, sender_stages
+from ._replicate_plan import (
+    LAYOUTS, DatasetPlan, Selection, Step, hold_tag, is_stale_token_error, map_targets, outer_roots, parse_send_size,
+    plan_bookmark, plan_dataset, plan_holds, plan_target_prune, select_datasets, target_for,
+)
+from ._transport import TRANSPORTS, SshOptions, Transport, make_transport, which_argv
+from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
+from ._validate import reject_shell_metachars, validate_dataset_name, validate_int
+from ._zfs import Zfs
+
+COMPRESSIONS = ('none', 'zstd', 'lz4')
+MAX_REPLANS = 3
+_SIZE_RE = re.compile(r'^[1-9][0-9]*[kKmMgG%]?$')
+_RATE_RE = re.compile(r'^[1-9][0-9]*[kKmMgG]?$')
+_PROP_RE = re.compile(r'^[a-z][a-z0-9_.:-]*$')
+_TARGET_ID_RE = re.compile(r'^[A-Za-z0-9_.:@/+\[\]-]+$')
+_LOCK_UNSAFE_RE = re.compile(r'[^A-Za-z0-9_.:+-]')
+
+
+class ReplicationError(Exception):
+    """A run failed; carries the per-dataset results so far and the failed command, if any."""
+
+    def __init__(self, msg: str, results: list[dict[str, t.Any]] | None = None, error: ZfsCommandError | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.results = results or []
+        self.error = error
+
+    def as_dict(self) -> dict[str, t.Any]:
+        out: dict[str, t.Any] = {'msg': self.msg, 'datasets': self.results}
+        if self.error is not None:
+            out.update(self.error.as_dict())
+        return out
+
+
+@dataclasses.dataclass
+class ReplicateParams:
+    datasets: list[str]
+    target_root: str
+    target_layout: str = 'full'
+    source_host: str | None = None
+    target_host: str | None = None
+    recursive: bool = False
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    labels: list[str] = dataclasses.field(default_factory=list)
+    prefix: str = naming.DEFAULT_PREFIX
+    separator: str = naming.DEFAULT_SEPARATOR
+    include_foreign: bool = False
+    force_rollback: bool = False
+    transport: str = 'auto'
+    ssh_user: str | None = None
+    ssh_port: int | None = None
+    ssh_identity_file: str | None = None
+    ssh_known_hosts_file: str | None = None
+    ssh_config_file: str | None = None
+    compression: str = 'none'
+    mbuffer: bool = True
+    mbuffer_size: str = '128M'
+    source_mbuffer: bool = False
+    rate_limit: str | None = None
+    stall_timeout: int = 300
+    timeout: int = 0
+    receive_properties: dict[str, str] = dataclasses.field(default_factory=dict)
+    receive_exclude_properties: list[str] = dataclasses.field(default_factory=list)
+    target_id: str | None = None
+    source_bookmark: bool = False
+    target_retention: dict[str, int] = dataclasses.field(default_factory=dict)
+    lock_dir: str = DEFAULT_LOCK_DIR
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+
+    @classmethod
+    def from_mapping(cls, data: t.Mapping[str, t.Any]) -> ReplicateParams:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValidationError(f'unknown replication parameter(s): {", ".join(unknown)}')
+        for required in ('datasets', 'target_root'):
+            if not data.get(required):
+                raise ValidationError(f'{required} is required')
+        return cls(**{k: v for k, v in data.items() if v is not None})
+
+    @property
+    def mode(self) -> str:
+        if self.target_host:
+            return 'push'
+        return 'pull' if self.source_host else 'local'
+
+    def ssh_options(self) -> SshOptions:
+        return SshOptions(user=self.ssh_user, port=self.ssh_port, identity_file=self.ssh_identity_file,
+                          known_hosts_file=self.ssh_known_hosts_file, config_file=self.ssh_config_file)
+
+    def validated(self) -> ReplicateParams:
+        if isinstance(self.datasets, str):
+            self.datasets = [self.datasets]
+        for name in self.datasets:
+            validate_dataset_name(name, 'dataset')
+        validate_dataset_name(self.target_root, 'target_root')
+        for pattern in self.exclude:
+            if not isinstance(pattern, str) or not pattern or any(ord(c) < 32 for c in pattern):
+                raise ValidationError(f'exclude: {pattern!r} is not a dataset name pattern')
+        if self.source_host and self.target_host:
+            raise ValidationError('give source_host (pull) or target_host (push), not both')
+        _choice(self.target_layout, LAYOUTS, 'target_layout')
+        _choice(self.transport, TRANSPORTS, 'transport')
+        _choice(self.compression, COMPRESSIONS, 'compression')
+        naming.validate_prefix(self.prefix)
+        naming.validate_separator(self.separator)
+        for label in self.labels:
+            naming.validate_label(label)
+        for label, keep in self.target_retention.items():
+            naming.validate_label(label)
+            self.target_retention[label] = validate_int(keep, f'target_retention.{label}', 1)
+        if not _SIZE_RE.fullmatch(str(self.mbuffer_size)):
+            raise ValidationError(f'mbuffer_size must look like 128M, 1G or 5%, got {self.mbuffer_size!r}')
+        if self.rate_limit is not None:
+            if not _RATE_RE.fullmatch(str(self.rate_limit)):
+                raise ValidationError(f'rate_limit must look like 50M (bytes per second), got {self.rate_limit!r}')
+            if not (self.mbuffer or self.source_mbuffer):
+                raise ValidationError('rate_limit is applied by mbuffer; enable mbuffer or source_mbuffer')
+        self.stall_timeout = validate_int(self.stall_timeout, 'stall_timeout', 0)
+        self.timeout = validate_int(self.timeout, 'timeout', 0)
+        if self.ssh_port is not None:
+            self.ssh_port = validate_int(self.ssh_port, 'ssh_port', 1, 65535)
+        for key, value in self.receive_properties.items():
+            if not _PROP_RE.fullmatch(key):
+                raise ValidationError(f'receive_properties: {key!r} is not a property name')
+            if not isinstance(value, str) or any(ord(c) < 32 for c in value):
+                raise ValidationError(f'receive_properties.{key} must be a single-line string')
+        for key in self.receive_exclude_properties:
+            if not _PROP_RE.fullmatch(key):
+                raise ValidationError(f'receive_exclude_properties: {key!r} is not a property name')
+        if self.target_id is not None and not _TARGET_ID_RE.fullmatch(self.target_id):
+            raise ValidationError(f'target_id {self.target_id!r} may only hold letters, digits and "_.:@/+-[]"')
+        reject_shell_metachars(self.lock_dir, 'lock_dir')
+        return self
+
+    def default_target_id(self) -> str:
+        host = self.target_host or socket.gethostname()
+        return f'{host}:{self.target_root}'
+
+
+def _choice(value: str, choices: t.Sequence[str], what: str) -> None:
+    if value not in choices:
+        raise ValidationError(f'{what} must be one of {", ".join(choices)}, got {value!r}')
+
+
+def _lock_key(kind: str, host: str | None, name: str) -> str:
+    key = f'replicate-{kind}.{host or "local"}.{name.replace("/", "+")}'
+    return _LOCK_UNSAFE_RE.sub('_', key)[:200]
+
+
+def _group(snaps: t.Iterable[Snapshot]) -> dict[str, list[Snapshot]]:
+    out: dict[str, list[Snapshot]] = {}
+    for snap in snaps:
+        out.setdefault(snap.dataset, []).append(snap)
+    return out
+
+
+def _changed(res: t.Mapping[str, t.Any]) -> bool:
+    if 'bytes' not in res:
+        # a bare plan: nothing ran
+        return False
+    return bool(res.get('changed') or res.get('steps') and res.get('action') != 'none' or any(
+        res.get(k) for k in ('aborted_resume', 'created_parents', 'held', 'released', 'bookmarked', 'destroyed_bookmarks', 'pruned')))
+
+
+def _missing(exc: ZfsCommandError) -> bool:
+    return 'does not exist' in exc.stderr
+
+
+class _Run:
+    """One replication run; holds the two sides and the results so far."""
+
+    def __init__(self, p: ReplicateParams, src_t: Transport, dst_t: Transport, check_mode: bool) -> None:
+        self.p = p
+        self.src_t = src_t
+        self.dst_t = dst_t
+        self.check_mode = check_mode
+        self.src = Zfs(src_t.runner())
+        self.dst = Zfs(dst_t.runner())
+        self.selection = Selection(p.prefix, p.separator, tuple(p.labels), p.include_foreign)
+        self.roots = outer_roots(p.datasets, p.recursive)
+        self.tag = hold_tag(p.target_id or p.default_target_id())
+        self.deadline = time.monotonic() + p.timeout if p.timeout else None
+        self.results: list[dict[str, t.Any]] = []
+        self.warnings: list[str] = []
+        self.known_targets: set[str] = set()
+
+    # ------------------------------------------------------------------ listing
+    def _check_features(self) -> None:
+        for side, zfs, transport in (('source', self.src, self.src_t), ('target', self.dst, self.dst_t)):
+            features = zfs.features
+            if features.legacy or not features.resume:
+                raise ValidationError(f'zfs on the {side} ({transport.describe()}, version {features.version or "unknown"}) '
+                                      'lacks resumable send/receive; replication needs OpenZFS 0.8 or later')
+
+    def _target_datasets(self, names: t.Sequence[str], recursive: bool) -> list[Dataset]:
+        def listing(roots: t.Sequence[str]) -> list[Dataset]:
+            return self.dst.list_datasets(roots, recursive=recursive, with_written=True, with_resume_token=True)
+        try:
+            return listing(names)
+        except ZfsCommandError as exc:
+            if not _missing(exc):
+                raise
+        found: list[Dataset] = []
+        for name in names:
+            try:
+                found.extend(listing([name]))
+            except ZfsCommandError as exc:
+                if not _missing(exc):
+                    raise
+        return found
+
+    def _remember(self, names: t.Iterable[str]) -> None:
+        for name in names:
+            parts = name.split('/')
+            self.known_targets.update('/'.join(parts[:i]) for i in range(1, len(parts) + 1))
+
+    def _plan(self, ds: Dataset, target: str, src_snaps: t.Sequence[Snapshot], tgt: Dataset | None,
+              tgt_snaps: t.Sequence[Snapshot], *, stale: bool = False) -> DatasetPlan:
+        return plan_dataset(ds, target, src_snaps, tgt, tgt_snaps, selection=self.selection,
+                            force_rollback=self.p.force_rollback, stale_token=stale)
+
+    def _relist(self, ds: Dataset, target: str) -> tuple[list[Snapshot], Dataset | None, list[Snapshot]]:
+        src_snaps = self.src.list_snapshots([ds.name], recursive=False, bookmarks=True)
+        found = self._target_datasets([target], recursive=False)
+        tgt = found[0] if found else None
+        tgt_snaps = self.dst.list_snapshots([target], recursive=False) if tgt else []
+        return src_snaps, tgt, tgt_snaps
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict[str, t.Any]:
+        p = self.p
+        self._check_features()
+        listed = self.src.list_datasets(self.roots, recursive=p.recursive, user_props=('encryption',))
+        pairs = select_datasets(listed, self.roots, p.recursive, p.exclude)
+        targets = map_targets(pairs, p.target_root, p.target_layout)
+        if self.check_mode:
+            return self._run_locked(pairs, targets)
+        keys = [_lock_key('source', p.source_host, ds.name) for ds, _root in pairs]
+        keys += [_lock_key('target', p.target_host, name) for name in targets]
+        with locked(keys, lock_dir=p.lock_dir, timeout=p.lock_timeout):
+            return self._run_locked(pairs, targets)
+
+    def _run_locked(self, pairs: list[tuple[Dataset, str]], targets: list[str]) -> dict[str, t.Any]:
+        p = self.p
+        src_by_ds = _group(self.src.list_snapshots(self.roots, recursive=p.recursive, bookmarks=True))
+        # the targets of the roots, even of excluded roots, cover every target listed below them
+        roots = [target_for(root, root, p.target_root, p.target_layout) for root in self.roots]
+        tgt_datasets = {d.name: d for d in self._target_datasets(roots, p.recursive)}
+        self._remember(tgt_datasets)
+        present = [r for r in roots if r in tgt_datasets]
+        tgt_by_ds = _group(self.dst.list_snapshots(present, recursive=p.recursive)) if present else {}
+
+        plans = []
+        for (ds, _root), target in zip(pairs, targets):
+            plan = self._plan(ds, target, src_by_ds.get(ds.name, []), tgt_datasets.get(target), tgt_by_ds.get(target, []))
+            if plan.action == 'resume' and self._token_is_stale(plan):
+                plan = self._plan(ds, target, src_by_ds.get(ds.name, []), tgt_datasets.get(target),
+                                  tgt_by_ds.get(target, []), stale=True)
+            plans.append((ds, plan))
+        errors = [plan.error for _ds, plan in plans if plan.error]
+        if errors:
+            raise ReplicationError('\n'.join(errors), [plan.as_dict() for _ds, plan in plans])
+        if any(plan.steps for _ds, plan in plans):
+            self._check_tools()
+
+        for ds, plan in plans:
+            result = self._dataset(ds, plan, src_by_ds.get(ds.name, []), tgt_by_ds.get(plan.target, []))
+            self.results.append(result)
+        for _ds, plan in plans:
+            self.warnings.extend(f'{plan.source}: {note}' for note in plan.notes)
+        return {
+            'changed': any(r['changed'] for r in self.results),
+            'mode': p.mode,
+            'transport': (self.dst_t if p.mode == 'push' else self.src_t).kind,
+            'source_host': p.source_host,
+            'target_host': p.target_host,
+            'hold_tag': self.tag,
+            'datasets': self.results,
+            'warnings': self.warnings,
+        }
+
+    # ------------------------------------------------------------------ checks
+    def _token_is_stale(self, plan: DatasetPlan) -> bool:
+        res = self.src.run(*estimate_argv(plan.steps[0].send_args(), False)[1:], check=False)
+        if res.rc == 0:
+            return False
+        if is_stale_token_error(res.stderr):
+            return True
+        raise ReplicationError(f'{plan.source}: cannot check the resume token of {plan.target}',
+                               error=ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr, stage='send'))
+
+    def _check_tools(self) -> None:
+        p = self.p
+        comp = p.compression if p.compression != 'none' and p.mode != 'local' else None
+        need = {'source': [], 'target': []}
+        if comp:
+            need['source'].append(comp)
+            need['target'].append(comp)
+        if p.source_mbuffer:
+            need['source'].append('mbuffer')
+        if p.mbuffer:
+            need['target'].append('mbuffer')
+        missing = []
+        for side, transport in (('source', self.src_t), ('target', self.dst_t)):
+            for tool in dict.fromkeys(need[side]):
+                if transport.runner().run(which_argv(tool), check=False).rc != 0:
+                    missing.append(f'{tool} on the {side} ({transport.describe()})')
+        if missing:
+            raise ValidationError(f'missing program(s): {", ".join(missing)}. Install them, or turn them off '
+                                  '(mbuffer: false, source_mbuffer: false, compression: none)')
+        if p.compression != 'none' and p.mode == 'local':
+            self.warnings.append('compression only applies over the network; ignored for a local replication')
+
+    # ------------------------------------------------------------------ one dataset
+    def _dataset(self, ds: Dataset, plan: DatasetPlan, src_snaps: list[Snapshot], tgt_snaps: list[Snapshot]) -> dict[str, t.Any]:
+        res = plan.as_dict()
+        # reported as aborted_resume, once it happened (or would, in check mode)
+        res.pop('abort_resume')
+        res.update({'bytes': 0, 'seconds': 0.0, 'rate': None, 'estimated_bytes': None, 'created_parents': [],
+                    'aborted_resume': False, 'held': [], 'released': [], 'bookmarked': None, 'destroyed_bookmarks': [],
+                    'pruned': [], 'changed': False})
+        if self.check_mode:
+            return self._check_dataset(plan, res, src_snaps, tgt_snaps)
+        first_action = plan.action
+        steps: list[dict[str, t.Any]] = []
+        # what ran so far, also when a later step fails
+        res['steps'] = steps
+        for _attempt in range(MAX_REPLANS):
+            if plan.abort_resume:
+                self.dst.receive_abort(plan.target)
+                res['aborted_resume'] = True
+            elif plan.steps:
+                self._ensure_parent(plan.target, res)
+                for step in plan.steps:
+                    steps.append(self._stream(plan, step, res))
+                self.known_targets.add(plan.target)
+            if not (plan.abort_resume or plan.action == 'resume'):
+                break
+            src_snaps, tgt, tgt_snaps = self._relist(ds, plan.target)
+            plan = self._plan(ds, plan.target, src_snaps, tgt, tgt_snaps)
+            if plan.error:
+                raise ReplicationError(plan.error, self.results + [res])
+            first_action = first_action if first_action != 'none' else plan.action
+        else:
+            raise ReplicationError(f'{plan.source}: the target still needs work after {MAX_REPLANS} rounds', self.results + [res])
+        if steps or res['aborted_resume']:
+            tgt_snaps = self.dst.list_snapshots([plan.target], recursive=False)
+        res.update(plan.as_dict())
+        res.pop('abort_resume')
+        res['action'] = first_action
+        res['steps'] = steps
+        if res['seconds']:
+            res['rate'] = int(res['bytes'] / res['seconds'])
+        self._protect(plan, res, src_snaps, tgt_snaps)
+        res['changed'] = _changed(res)
+        return res
+
+    def _check_dataset(self, plan: DatasetPlan, res: dict[str, t.Any], src_snaps: list[Snapshot],
+                       tgt_snaps: list[Snapshot]) -> dict[str, t.Any]:
+        total: int | None = 0
+        for step, out in zip(plan.steps, res['steps']):
+            estimate = self.src.run(*estimate_argv(step.send_args(), plan.raw)[1:], check=False)
+            size = parse_send_size(estimate.stdout + '\n' + estimate.stderr) if estimate.rc == 0 else None
+            out['estimated_bytes'] = size
+            total = None if size is None or total is None else total + size
+        res['estimated_bytes'] = total if plan.steps else 0
+        res['aborted_resume'] = plan.abort_resume
+        if plan.steps:
+            self._ensure_parent(plan.target, res)
+            self.known_targets.add(plan.target)
+        if plan.action == 'resume':
+            res['notes'].append('more steps may follow once the interrupted stream is finished')
+        self._protect(plan, res, src_snaps, tgt_snaps + self._arrivals(plan, src_snaps, tgt_snaps))
+        res['changed'] = _changed(res)
+        return res
+
+    @staticmethod
+    def _arrivals(plan: DatasetPlan, src_snaps: t.Sequence[Snapshot], tgt_snaps: t.Sequence[Snapshot]) -> list[Snapshot]:
+        """Target snapshots a check-mode run predicts: the source's, in order after the target's own."""
+        by_name = {s.name: s for s in src_snaps if not s.is_bookmark}
+        txg = max((s.createtxg for s in tgt_snaps), default=0)
+        names = [n for step in plan.steps for n in step.arrives]
+        return [dataclasses.replace(by_name[n], dataset=plan.target, createtxg=txg + i + 1, userrefs=0)
+                for i, n in enumerate(names) if n in by_name]
+
+    def _ensure_parent(self, target: str, res: dict[str, t.Any]) -> None:
+        missing = []
+        parent = target.rsplit('/', 1)[0]
+        while parent not in self.known_targets and not self.dst.exists(parent):
+            if '/' not in parent:
+                raise ReplicationError(f'target pool {parent} does not exist', self.results + [res])
+            missing.append(parent)
+            parent = parent.rsplit('/', 1)[0]
+        for name in reversed(missing):
+            if not self.check_mode:
+                # one at a time: `create -p` ignores -o for the parents it makes, and an
+                # unprivileged user on Linux cannot mount them
+                self.dst.run('create', '-o', 'canmount=off', '-o', 'com.sun:auto-snapshot=false', name)
+            res['created_parents'].append(name)
+        self._remember([target.rsplit('/', 1)[0]])
+
+    def _stream(self, plan: DatasetPlan, step: Step, res: dict[str, t.Any]) -> dict[str, t.Any]:
+        p = self.p
+        remote = p.mode != 'local'
+        comp = p.compression if remote and p.compression != 'none' else None
+        src_mbuffer = mbuffer_argv(p.mbuffer_size, p.stall_timeout, p.rate_limit) if p.source_mbuffer else None
+        dst_mbuffer = mbuffer_argv(p.mbuffer_size, p.stall_timeout, None if p.source_mbuffer else p.rate_limit) if p.mbuffer else None
+        send = send_argv(step.send_args(), plan.raw)
+        recv = receive_argv(plan.target, filesystem=plan.filesystem, rollback=step.rollback,
+                            properties=p.receive_properties, exclude=p.receive_exclude_properties)
+        producer = self.src_t.segment(sender_stages(send, mbuffer=src_mbuffer, compression=comp))
+        consumer = self.dst_t.segment(receiver_stages(recv, mbuffer=dst_mbuffer, compression=comp))
+        timeout = None
+        if self.deadline is not None:
+            timeout = self.deadline - time.monotonic()
+            if timeout <= 0:
+                raise ReplicationError(f'{plan.source}: the run timed out ({p.timeout} s) before {step.to or "resuming"}',
+                                       self.results + [res])
+        try:
+            out = run_pipeline(producer, consumer, timeout=timeout)
+        except ZfsCommandError as exc:
+            what = f'{step.base} -> {step.to}' if step.base else (step.to or 'resume')
+            raise ReplicationError(f'{plan.source} -> {plan.target} ({step.kind} {what}): {exc.stage} failed: '
+                                   f'{exc.stderr.strip() or "rc " + str(exc.rc)}', self.results + [res], exc) from exc
+        res['bytes'] += out.bytes
+        res['seconds'] = round(res['seconds'] + out.seconds, 3)
+        done = step.as_dict()
+        done.update({'bytes': out.bytes, 'seconds': round(out.seconds, 3)})
+        return done
+
+    # ------------------------------------------------------------------ protecting the chain
+    def _tagged(self, zfs: Zfs, dataset: str, snaps: t.Sequence[Snapshot]) -> list[str]:
+        candidates = [s.full_name for s in snaps if s.dataset == dataset and not s.is_bookmark and s.held]
+        if not candidates:
+            return []
+        return [name for name, tags in zfs.holds(candidates).items() if self.tag in tags]
+
+    def _protect(self, plan: DatasetPlan, res: dict[str, t.Any], src_snaps: t.Sequence[Snapshot],
+                 tgt_snaps: t.Sequence[Snapshot]) -> None:
+        common = plan.common_after
+        if common is None:
+            return
+        target_copy = next((s for s in tgt_snaps if s.guid == common.guid and not s.is_bookmark), None)
+        src_keep = common.full_name if not common.is_bookmark else None
+        dst_keep = target_copy.full_name if target_copy else None
+        src_hold, src_release = plan_holds(self.tag, src_keep, self._tagged(self.src, plan.source, src_snaps))
+        dst_hold, dst_release = plan_holds(self.tag, dst_keep, self._tagged(self.dst, plan.target, tgt_snaps))
+        res['held'] = src_hold + dst_hold
+        res['released'] = src_release + dst_release
+        if not self.check_mode:
+            # the new base is protected on both sides before the old one is let go
+            for zfs, names in ((self.src, src_hold), (self.dst, dst_hold)):
+                if names:
+                    zfs.hold(self.tag, names)
+            for zfs, names in ((self.src, src_release), (self.dst, dst_release)):
+                if names:
+                    zfs.release(self.tag, names)
+        if self.p.source_bookmark:
+            create, destroy = plan_bookmark(plan.source, src_snaps, common, self.tag)
+            res['bookmarked'] = create[1] if create else None
+            res['destroyed_bookmarks'] = destroy
+            if not self.check_mode:
+                if create:
+                    self.src.bookmark(*create)
+                for name in destroy:
+                    self.src.run('destroy', name)
+        if self.p.target_retention:
+            doomed = plan_target_prune(tgt_snaps, self.p.target_retention, self.selection, {common.guid})
+            res['pruned'] = [s.full_name for s in doomed]
+            if doomed and not self.check_mode:
+                out = self.dst.destroy_snapshots(plan.target, [s.name for s in doomed])
+                if out.rc != 0:
+                    self.warnings.append(f'{plan.target}: pruning failed: {out.stderr.strip()}')
+
+
+def replicate(params: ReplicateParams | t.Mapping[str, t.Any], *, check_mode: bool = False,
+              transport_factory: t.Callable[..., Transport] | None = None) -> dict[str, t.Any]:
+    """Replicate per *params*; returns the result dict, raises ValidationError/ReplicationError/ZfsCommandError."""
+    p = params if isinstance(params, ReplicateParams) else ReplicateParams.from_mapping(params)
+    p.validated()
+    factory = transport_factory or make_transport
+    src_t = factory(p.source_host, p.transport, p.ssh_options())
+    dst_t = factory(p.target_host, p.transport, p.ssh_options())
+    with src_t, dst_t:
+        return _Run(p, src_t, dst_t, check_mode).run()
+
+
+# ------------------------------------------------------------------ plain entry point
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition('=')
+    if not sep:
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    return key, value
+
+
+def build_parser(prog: str = 'replicate') -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description='Replicate ZFS snapshots to a backup target.')
+    ap.add_argument('datasets', nargs='+', help='source datasets')
+    ap.add_argument('--target-root', required=True)
+    ap.add_argument('--target-layout', choices=LAYOUTS, default='full')
+    host = ap.add_mutually_exclusive_group()
+    host.add_argument('--source-host', help='pull from this host')
+    host.add_argument('--target-host', help='push to this host')
+    ap.add_argument('-r', '--recursive', action='store_true')
+    ap.add_argument('--exclude', action='append', default=[])
+    ap.add_argument('--label', dest='labels', action='append', default=[])
+    ap.add_argument('--prefix', default=naming.DEFAULT_PREFIX)
+    ap.add_argument('--sep', dest='separator', default=naming.DEFAULT_SEPARATOR)
+    ap.add_argument('--include-foreign', action='store_true')
+    ap.add_argument('--force-rollback', action='store_true')
+    ap.add_argument('--transport', choices=TRANSPORTS, default='auto')
+    ap.add_argument('--ssh-user')
+    ap.add_argument('--ssh-port', type=int)
+    ap.add_argument('--ssh-identity-file')
+    ap.add_argument('--ssh-known-hosts-file')
+    ap.add_argument('--ssh-config-file')
+    ap.add_argument('--compression', choices=COMPRESSIONS, default='none')
+    ap.add_argument('--no-mbuffer', dest='mbuffer', action='store_false')
+    ap.add_argument('--mbuffer-size', default='128M')
+    ap.add_argument('--source-mbuffer', action='store_true')
+    ap.add_argument('--rate-limit')
+    ap.add_argument('--stall-timeout', type=int, default=300)
+    ap.add_argument('--timeout', type=int, default=0)
+    ap.add_argument('--receive-property', dest='receive_properties', action='append', type=_key_value, default=[])
+    ap.add_argument('--receive-exclude-property', dest='receive_exclude_properties', action='append', default=[])
+    ap.add_argument('--target-id')
+    ap.add_argument('--source-bookmark', action='store_true')
+    ap.add_argument('--target-retention', action='append', type=_key_value, default=[], metavar='LABEL=KEEP')
+    ap.add_argument('--lock-dir', default=DEFAULT_LOCK_DIR)
+    ap.add_argument('--lock-timeout', type=float, default=DEFAULT_LOCK_TIMEOUT)
+    ap.add_argument('--check', action='store_true', help='report the plan, change nothing')
+    return ap
+
+
+def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
+    """Parse *argv* and replicate; returns the result, or ``failed: true`` with ``msg`` and details."""
+    args = vars(build_parser().parse_args(list(argv)))
+    check = args.pop('check')
+    args['receive_properties'] = dict(args['receive_properties'])
+    args['target_retention'] = dict(args['target_retention'])
+    try:
+        return replicate(args, check_mode=check)
+    except ReplicationError as exc:
+        return {'failed': True, 'changed': any(_changed(r) for r in exc.results), **exc.as_dict()}
+    except ZfsCommandError as exc:
+        return {'failed': True, 'changed': False, 'msg': str(exc), **exc.as_dict()}
+    except (ValidationError, OSError) as exc:
+        return {'failed': True, 'changed': False, 'msg': str(exc)}

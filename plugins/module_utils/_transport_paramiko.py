@@ -1,0 +1,234 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pyzfsautosnap contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Remote hosts through paramiko, for controllers without the ssh binary.
+
+Host keys must already be in known_hosts: the missing-key policy is
+:class:`paramiko.RejectPolicy`, and a changed key fails inside paramiko. The
+connection is tuned for bulk streams: a large channel window, AES-GCM first
+where paramiko offers it (fast with AES-NI), and large reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import threading
+import typing as t
+
+from ._transport import ChannelSegment, Segment, SshOptions, Stage, Transport, remote_command, remote_script
+from ._types import ValidationError, ZfsCommandError
+from ._zfs import CommandResult
+
+try:
+    import paramiko
+except ImportError:  # the engine must import on hosts without paramiko
+    paramiko = None
+HAS_PARAMIKO = paramiko is not None
+
+WINDOW_SIZE = 64 * 1024 * 1024
+MAX_PACKET_SIZE = 32 * 1024
+READ_SIZE = 1024 * 1024
+PREFERRED_CIPHERS = ('aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes256-ctr')
+DEFAULT_CONFIG = '~/.ssh/config'
+DEFAULT_KNOWN_HOSTS = ('~/.ssh/known_hosts',)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedHost:
+    """Where and how to connect, after applying ssh_config and the user's options."""
+
+    hostname: str
+    port: int
+    user: str | None
+    key_filenames: tuple[str, ...]
+    known_hosts: tuple[str, ...]
+    proxy_command: str | None
+
+
+def resolve_host(host: str, options: SshOptions, config_text: str | None) -> ResolvedHost:
+    """Apply ``ssh_config`` like ssh would for the settings paramiko can honour; options win."""
+    if paramiko is None:
+        raise ValidationError('the paramiko Python library is not installed')
+    entry = paramiko.SSHConfig.from_text(config_text).lookup(host) if config_text else {}
+    if entry.get('proxyjump', 'none').lower() != 'none':
+        raise ValidationError(f'ssh_config sets ProxyJump for {host}; paramiko cannot follow it, use transport: openssh')
+    keys: t.Sequence[str]
+    if options.identity_file:
+        keys = [options.identity_file]
+    else:
+        keys = entry.get('identityfile', [])
+    if options.known_hosts_file:
+        known: t.Sequence[str] = [options.known_hosts_file]
+    else:
+        known = entry.get('userknownhostsfile', '').split() or DEFAULT_KNOWN_HOSTS
+    proxy = entry.get('proxycommand')
+    return ResolvedHost(
+        hostname=entry.get('hostname', host),
+        port=options.port or int(entry.get('port', 22)),
+        user=options.user or entry.get('user'),
+        key_filenames=tuple(os.path.expanduser(k) for k in keys),
+        known_hosts=tuple(os.path.expanduser(k) for k in known),
+        proxy_command=proxy if proxy and proxy.lower() != 'none' else None,
+    )
+
+
+def preferred_ciphers(available: t.Sequence[str]) -> tuple[str, ...]:
+    first = [c for c in PREFERRED_CIPHERS if c in available]
+    return tuple(first + [c for c in available if c not in first])
+
+
+def make_tuned_transport(sock: t.Any, **kwargs: t.Any) -> t.Any:
+    """``transport_factory`` for SSHClient.connect: big window, AES-GCM preferred."""
+    transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE, **kwargs)
+    options = transport.get_security_options()
+    options.ciphers = preferred_ciphers(options.ciphers)
+    return transport
+
+
+class ChannelProcess:
+    """A remote command on its own channel; stderr is drained in the background so it never blocks."""
+
+    def __init__(self, channel: t.Any, command: str) -> None:
+        self.channel = channel
+        self.command = command
+        self._stderr = bytearray()
+        channel.exec_command(command)
+        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._drain.start()
+
+    def _drain_stderr(self) -> None:
+        while True:
+            try:
+                data = self.channel.recv_stderr(READ_SIZE)
+            except (OSError, EOFError):
+                return
+            if not data:
+                return
+            self._stderr += data
+
+    def read(self, size: int) -> bytes:
+        return self.channel.recv(size)
+
+    def write(self, data: bytes) -> None:
+        self.channel.sendall(data)
+
+    def close_stdin(self) -> None:
+        self.channel.shutdown_write()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if not self.channel.status_event.wait(timeout):
+            return None
+        self._drain.join(5)
+        return self.channel.recv_exit_status()
+
+    def stderr_text(self) -> str:
+        return bytes(self._stderr).decode('utf-8', 'replace')
+
+    def kill(self) -> None:
+        self.channel.close()
+
+
+class ParamikoRunner:
+    def __init__(self, transport: ParamikoTransport) -> None:
+        self.transport = transport
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        proc = self.transport.start(remote_command(argv))
+        if input_bytes:
+            proc.write(input_bytes)
+        proc.close_stdin()
+        out = bytearray()
+        while True:
+            chunk = proc.read(READ_SIZE)
+            if not chunk:
+                break
+            out += chunk
+        rc = proc.wait()
+        result = CommandResult(argv, -1 if rc is None else rc, out.decode('utf-8', 'replace'), proc.stderr_text())
+        if check and result.rc != 0:
+            raise ZfsCommandError(argv, result.rc, result.stdout, result.stderr)
+        return result
+
+
+class ParamikoTransport(Transport):
+    kind = 'paramiko'
+
+    def __init__(self, host: str, options: SshOptions | None = None, client_factory: t.Callable[[], t.Any] | None = None) -> None:
+        if paramiko is None:
+            raise ValidationError('transport paramiko needs the paramiko Python library')
+        self.host = host
+        self.options = options or SshOptions()
+        self.client_factory = client_factory or paramiko.SSHClient
+        self.client: t.Any = None
+        self._runner = ParamikoRunner(self)
+
+    def _config_text(self) -> str | None:
+        path = os.path.expanduser(self.options.config_file or DEFAULT_CONFIG)
+        if not os.path.exists(path):
+            if self.options.config_file:
+                raise ValidationError(f'ssh_config_file {path} does not exist')
+            return None
+        with open(path, encoding='utf-8') as handle:
+            return handle.read()
+
+    def resolved(self) -> ResolvedHost:
+        return resolve_host(t.cast(str, self.host), self.options, self._config_text())
+
+    def open(self) -> None:
+        if self.client is not None:
+            return
+        target = self.resolved()
+        client = self.client_factory()
+        loaded = 0
+        for path in target.known_hosts:
+            if os.path.exists(path):
+                client.load_system_host_keys(path)
+                loaded += 1
+        if not loaded:
+            raise ValidationError(f'no known_hosts file found ({", ".join(target.known_hosts)}); '
+                                  f'add the host key of {self.host} before replicating')
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        kwargs: dict[str, t.Any] = {
+            'port': target.port, 'username': target.user, 'timeout': self.options.connect_timeout,
+            'banner_timeout': self.options.connect_timeout, 'auth_timeout': self.options.connect_timeout,
+            'key_filename': list(target.key_filenames) or None, 'look_for_keys': not target.key_filenames,
+        }
+        if target.proxy_command:
+            kwargs['sock'] = paramiko.ProxyCommand(target.proxy_command)
+        if 'transport_factory' in inspect.signature(client.connect).parameters:
+            kwargs['transport_factory'] = make_tuned_transport
+        try:
+            client.connect(target.hostname, **kwargs)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            raise ZfsCommandError(['ssh', t.cast(str, self.host)], 255, '', f'{type(exc).__name__}: {exc}', stage='ssh') from exc
+        transport = client.get_transport()
+        transport.set_keepalive(15)
+        self.client = client
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def start(self, command: str) -> ChannelProcess:
+        self.open()
+        try:
+            channel = self.client.get_transport().open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise ZfsCommandError(['ssh', t.cast(str, self.host)], 255, '', f'{type(exc).__name__}: {exc}', stage='ssh') from exc
+        return ChannelProcess(channel, command)
+
+    def runner(self) -> ParamikoRunner:
+        return self._runner
+
+    def segment(self, stages: t.Sequence[Stage]) -> Segment:
+        script = remote_script(stages)
+        return ChannelSegment(list(stages), lambda: self.start(script), t.cast(str, self.host))

@@ -1,0 +1,208 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) pyzfsautosnap contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import PipelineError, run_pipeline
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import LocalSegment, SshOptions, Stage
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh import OpenSshTransport
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
+
+# Stands in for ssh: logs its argv, pretends to start/stop a master, and runs
+# the command line through a shell the way sshd does on the remote side.
+FAKE_SSH = '''\
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ['FAKE_SSH_LOG'], 'a') as log:
+    log.write(json.dumps(args) + '\\n')
+if os.environ.get('FAKE_SSH_FAIL'):
+    sys.stderr.write('Host key verification failed.\\n')
+    sys.exit(255)
+takes_value = {'-o', '-p', '-l', '-i', '-F', '-O', '-S', '-c'}
+i = 0
+control = None
+while i < len(args):
+    if args[i] == '--':
+        i += 1
+        break
+    if args[i] in takes_value:
+        if args[i] == '-O':
+            control = args[i + 1]
+        i += 2
+        continue
+    if args[i].startswith('-'):
+        i += 1
+        continue
+    break
+if control or '-N' in args[:i]:
+    sys.exit(0)
+command = ' '.join(args[i + 1:])
+os.execvp('sh', ['sh', '-c', command])
+'''
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, pathlib.Path]:
+    script = tmp_path / 'ssh'
+    script.write_text(f'#!{sys.executable}\n' + FAKE_SSH)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / 'ssh.log'
+    monkeypatch.setenv('FAKE_SSH_LOG', str(log))
+    return str(script), log
+
+
+def calls(log: pathlib.Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def options_of(argv: list[str]) -> dict[str, str]:
+    out = {}
+    for flag, value in zip(argv, argv[1:]):
+        if flag == '-o':
+            key, _eq, val = value.partition('=')
+            out[key] = val
+    return out
+
+
+def test_option_set_verifies_host_keys() -> None:
+    options = SshOptions(user='zfsrecv', port=2222, identity_file='/etc/pyzfsautosnap/id_ed25519',
+                         known_hosts_file='/etc/pyzfsautosnap/known_hosts', config_file='/etc/pyzfsautosnap/ssh_config')
+    transport = OpenSshTransport('backup.example.org', options)
+    argv = transport.ssh_argv('zfs list')
+    opts = options_of(argv)
+    assert opts['StrictHostKeyChecking'] == 'yes'
+    assert opts['BatchMode'] == 'yes'
+    assert opts['UserKnownHostsFile'] == '/etc/pyzfsautosnap/known_hosts'
+    assert opts['IdentitiesOnly'] == 'yes'
+    joined = ' '.join(argv).lower()
+    assert 'accept-new' not in joined and 'stricthostkeychecking=no' not in joined
+    assert 'userknownhostsfile=/dev/null' not in joined
+    assert argv[argv.index('-p') + 1] == '2222'
+    assert argv[argv.index('-l') + 1] == 'zfsrecv'
+    assert argv[argv.index('-i') + 1] == '/etc/pyzfsautosnap/id_ed25519'
+    assert argv[argv.index('-F') + 1] == '/etc/pyzfsautosnap/ssh_config'
+    # the host comes after '--' so it is never read as an option; the command is one argument
+    assert argv[-3:] == ['--', 'backup.example.org', 'zfs list']
+    assert '-T' in argv and '-a' in argv and '-x' in argv
+    assert 'ControlPath' not in opts
+
+
+def test_one_master_for_the_whole_run(fake_ssh: tuple[str, pathlib.Path]) -> None:
+    ssh, log = fake_ssh
+    transport = OpenSshTransport('backup', ssh=ssh)
+    with transport:
+        control_dir = transport.control_dir
+        assert control_dir is not None and os.path.isdir(control_dir)
+        assert stat.S_IMODE(os.stat(control_dir).st_mode) == 0o700
+        transport.runner().run(['true'])
+        transport.runner().run(['true'])
+    master, first, second, exit_ = calls(log)
+    m_opts = options_of(master)
+    assert m_opts['ControlMaster'] == 'yes' and m_opts['ControlPersist'] == '300'
+    assert m_opts['ControlPath'] == os.path.join(control_dir, '%C')
+    assert '-f' in master and '-N' in master
+    for client in (first, second):
+        c_opts = options_of(client)
+        assert c_opts['ControlMaster'] == 'no' and c_opts['ControlPath'] == m_opts['ControlPath']
+        assert c_opts['StrictHostKeyChecking'] == 'yes'
+    assert exit_[exit_.index('-O') + 1] == 'exit'
+    assert not os.path.exists(control_dir)
+
+
+def test_master_failure_is_an_ssh_error(fake_ssh: tuple[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    ssh = fake_ssh[0]
+    monkeypatch.setenv('FAKE_SSH_FAIL', '1')
+    transport = OpenSshTransport('backup', ssh=ssh)
+    with pytest.raises(ZfsCommandError) as info:
+        transport.open()
+    assert info.value.stage == 'ssh' and info.value.rc == 255
+    assert 'Host key verification failed' in info.value.stderr
+    assert transport.control_dir is None
+
+
+def test_runner(fake_ssh: tuple[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    ssh, log = fake_ssh
+    transport = OpenSshTransport('backup', ssh=ssh)
+    runner = transport.runner()
+    result = runner.run(['printf', '%s', 'tank/a b; echo pwned'])
+    assert result.stdout == 'tank/a b; echo pwned' and result.rc == 0
+    assert result.argv == ['printf', '%s', 'tank/a b; echo pwned']
+    assert runner.run(['sh', '-c', 'cat'], input_bytes=b'piped').stdout == 'piped'
+    with pytest.raises(ZfsCommandError) as info:
+        runner.run(['sh', '-c', 'echo "cannot open \'x\': dataset does not exist" >&2; exit 1'])
+    assert info.value.stage == 'zfs' and info.value.rc == 1 and 'does not exist' in info.value.stderr
+    assert runner.run(['false'], check=False).rc == 1
+    monkeypatch.setenv('FAKE_SSH_FAIL', '1')
+    with pytest.raises(ZfsCommandError) as info:
+        runner.run(['true'], check=False)
+    assert info.value.stage == 'ssh'
+    assert len(runner.calls) == 5
+    assert calls(log)[0][-1] == "env LC_ALL=C printf %s 'tank/a b; echo pwned'"
+
+
+def test_stream_through_ssh(fake_ssh: tuple[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    ssh = fake_ssh[0]
+    payload = tmp_path / 'in.bin'
+    payload.write_bytes(os.urandom(1024 * 1024))
+    out = tmp_path / "out dir; touch pwned"
+    out.mkdir()
+    target = out / 'out.bin'
+    with OpenSshTransport('backup', ssh=ssh) as transport:
+        consumer = transport.segment([Stage('decompress', ('gzip', '-d', '-c')), Stage('mbuffer', ('cat',)),
+                                      Stage('receive', ('dd', f'of={target}', 'status=none'))])
+        assert isinstance(consumer, LocalSegment) and consumer.stages[0].name == 'ssh'
+        producer = LocalSegment([Stage('send', ('cat', str(payload))), Stage('compress', ('gzip', '-1', '-c'))])
+        result = run_pipeline(producer, consumer)
+    assert target.read_bytes() == payload.read_bytes()
+    assert [s.name for s in result.stages] == ['send', 'compress', 'decompress', 'mbuffer', 'receive']
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_remote_failure_through_ssh(fake_ssh: tuple[str, pathlib.Path]) -> None:
+    ssh = fake_ssh[0]
+    with OpenSshTransport('backup', ssh=ssh) as transport:
+        consumer = transport.segment([Stage('mbuffer', ('cat',)),
+                                      Stage('receive', ('sh', '-c', 'head -c 100 >/dev/null; echo "cannot receive: out of space" >&2; exit 1'))])
+        with pytest.raises(PipelineError) as info:
+            run_pipeline(LocalSegment([Stage('send', ('yes',))]), consumer, timeout=30)
+    assert info.value.stage == 'receive' and 'out of space' in info.value.stderr
+
+
+def test_ssh_failure_during_a_stream(fake_ssh: tuple[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    ssh = fake_ssh[0]
+    transport = OpenSshTransport('backup', ssh=ssh)
+    consumer = transport.segment([Stage('receive', ('cat',))])
+    monkeypatch.setenv('FAKE_SSH_FAIL', '1')
+    with pytest.raises(PipelineError) as info:
+        run_pipeline(LocalSegment([Stage('send', ('yes',))]), consumer, timeout=30)
+    assert info.value.stage == 'ssh' and info.value.rc == 255
+
+
+@pytest.mark.skipif(not shutil.which('ssh'), reason='no OpenSSH client')
+def test_real_ssh_accepts_the_options(tmp_path: pathlib.Path) -> None:
+    # `ssh -G` evaluates options and configuration without connecting
+    known = tmp_path / 'known_hosts'
+    known.write_text('')
+    transport = OpenSshTransport('backup.example.org', SshOptions(user='zfsrecv', port=2222, known_hosts_file=str(known)))
+    transport.control_dir = str(tmp_path)
+    argv = transport.ssh_argv('true')
+    out = subprocess.run([*argv[:-3], '-o', 'ControlPersist=300', '-G', '--', 'backup.example.org'],
+                         capture_output=True, text=True, check=True).stdout
+    settings = dict(line.split(' ', 1) for line in out.splitlines() if ' ' in line)
+    assert settings['stricthostkeychecking'] == 'true'
+    assert settings['batchmode'] == 'yes'
+    assert settings['port'] == '2222' and settings['user'] == 'zfsrecv'
+    assert settings['controlmaster'] == 'false'
+    assert settings['userknownhostsfile'] == str(known)
