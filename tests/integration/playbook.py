@@ -45,8 +45,8 @@ def run_play(bed, host: str, tasks: t.Sequence[dict[str, t.Any]], *, check: bool
     """Run *tasks* on *host*; each task's registered result is returned (failures do not stop the play)."""
     play_tasks = []
     names = []
-    for index, task in enumerate(tasks):
-        task = dict(task)
+    for index, given in enumerate(tasks):
+        task = dict(given)
         task.setdefault('name', f'task {index}')
         task['register'] = f'r{index}'
         task['ignore_errors'] = True

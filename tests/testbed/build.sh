@@ -15,7 +15,7 @@ set -euo pipefail
 ZFS_SERIES=${ZFS_SERIES:-2.3}
 CACHE_ROOT=${TESTBED_CACHE:-/var/cache/pyzfsautosnap-testbed}
 # Bump when anything below changes what ends up in the image.
-RECIPE_REV=3
+RECIPE_REV=4
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -28,6 +28,11 @@ case "$ZFS_SERIES" in
 esac
 
 log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# One build at a time per cache: a second caller waits, then finds the finished build.
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/.build.lock"
+flock 9
 
 # ---------------------------------------------------------------- private apt
 # A private apt configuration so the host's own sources and state stay untouched.
@@ -114,7 +119,7 @@ Pin: release n=$ZFS_SUITE
 Pin-Priority: 990
 EOF
 PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,iproute2,openssh-server,openssh-client,python3,python3-paramiko
-PACKAGES+=,mbuffer,zstd,lz4,pv,sanoid,sudo,procps,less,e2fsprogs,util-linux,coreutils,findutils
+PACKAGES+=,mbuffer,zstd,lz4,pv,sanoid,sudo,procps,less,e2fsprogs,util-linux,coreutils,findutils,acct,time
 PACKAGES+=,linux-image-$KABI,initramfs-tools,zfsutils-linux
 log "mmdebstrap guest root"
 mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "false"' \

@@ -86,7 +86,7 @@ done
 # Nothing may snapshot, prune or scrub behind the tests' backs.
 for unit in sanoid.timer sanoid-prune.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
             fstrim.timer zfs-scrub-monthly@.timer zfs-trim-monthly@.timer zfs-import-cache.service \
-            zfs-import-scan.service zfs-mount.service zfs-zed.service; do
+            zfs-import-scan.service zfs-mount.service zfs-zed.service acct.service; do
   chroot "$ROOT" systemctl disable "$unit" >/dev/null 2>&1 || true
   chroot "$ROOT" systemctl mask "$unit" >/dev/null 2>&1 || true
 done

@@ -58,7 +58,9 @@ class Guest:
 
 
 def build(zfs_series: str) -> str:
-    """Build or reuse the cached image; returns its directory."""
+    """Build or reuse the cached image; returns its directory (TESTBED_IMAGE names one explicitly)."""
+    if os.environ.get('TESTBED_IMAGE'):
+        return os.environ['TESTBED_IMAGE']
     env = dict(os.environ, ZFS_SERIES=zfs_series)
     out = subprocess.run([os.path.join(HERE, 'build.sh')], env=env, check=True, stdout=subprocess.PIPE, text=True)
     return out.stdout.strip().splitlines()[-1]
@@ -255,11 +257,11 @@ class Testbed:
                 fh.truncate(DISK_SIZE)
             argv += ['-drive', f'file={disk},if=virtio,format=raw,cache=unsafe,discard=unmap']
         if link:
-            mac = '52:54:00:77:00:0%d' % (1 if guest.name == 'client' else 2)
+            mac = f"52:54:00:77:00:0{1 if guest.name == 'client' else 2}"
             argv += ['-netdev', link, '-device', f'virtio-net-pci,netdev=link,mac={mac}']
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(self.rundir, f'{guest.name}.qemu.err'), 'wb'),
-                                preexec_fn=_set_pdeathsig)
+                                preexec_fn=_set_pdeathsig)  # noqa: PLW1509 - guests boot before tests start threads
         self._procs.append(proc)
         guest.pid = proc.pid
         with open(os.path.join(self.rundir, f'{guest.name}.qemu.pid'), 'w') as fh:
