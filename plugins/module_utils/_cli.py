@@ -5,7 +5,8 @@
 
 """Command line entry point for hosts without Ansible (systemd timers, cron).
 
-Run as ``python3 -m <package>._cli autosnap --root tank --policy daily=7``
+Run as ``python3 -m <package>._cli autosnap --root tank --policy daily=7`` or
+``python3 -m <package>._cli replicate tank/data --target-root zfsbackups/host``
 where <package> is this directory, installed or copied anywhere: only
 relative imports are used.
 
@@ -21,6 +22,7 @@ import typing as t
 
 from ._autosnap import autosnap
 from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, LockTimeout
+from ._replicate import cli_replicate
 from ._naming import DEFAULT_FREQUENT_MINUTES, DEFAULT_PREFIX, DEFAULT_SEPARATOR, LABELS
 from ._types import ValidationError, ZfsCommandError
 from ._zfs import LocalRunner
@@ -74,6 +76,18 @@ def _run_autosnap(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
     return (EXIT_FAILED if result.get('failed') else EXIT_OK), result
 
 
+def _add_replicate(sub: t.Any) -> None:
+    # the replication options live with the engine; this only routes to them
+    p = sub.add_parser('replicate', help='replicate snapshots to a backup target (see: replicate --help)', add_help=False)
+    p.add_argument('args', nargs=argparse.REMAINDER)
+    p.set_defaults(func=_run_replicate, json=True)
+
+
+def _run_replicate(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    result = cli_replicate(args.args)
+    return (EXIT_FAILED if result.get('failed') else EXIT_OK), result
+
+
 def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:
     verb = 'would ' if result.get('check_mode') else ''
     for name in result.get('created', []):
@@ -93,13 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     _add_autosnap(sub)
+    _add_replicate(sub)
     return parser
 
 
 def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, stderr: t.TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['replicate']:
+        # argparse would take the replication options (and --help) for ours
+        args = argparse.Namespace(func=_run_replicate, args=argv[1:], json=True, check='--check' in argv)
+    else:
+        args = build_parser().parse_args(argv)
     try:
         code, result = args.func(args)
     except ValidationError as exc:

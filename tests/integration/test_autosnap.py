@@ -183,7 +183,7 @@ def test_lock_timeout_fails_clearly_and_changes_nothing(bed, dataset):
 
 
 BAD_INPUT = [
-    ({'roots': ['{ds}/no such']}, 'name'),
+    ({'roots': ['{ds}/no such']}, 'forbidden'),
     ({'roots': ['{ds};touch /tmp/pwned']}, ''),
     ({'roots': ['{ds}$(touch /tmp/pwned)']}, ''),
     ({'roots': ['{ds}/missing']}, 'does not exist'),

@@ -240,7 +240,8 @@ class Testbed:
     def _boot(self, guest: Guest, link: str | None) -> None:
         with open(self.key + '.pub', 'rb') as fh:
             authkey = base64.b64encode(fh.read().strip()).decode()
-        cmdline = f'root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.hostname={guest.name} testbed.authkey={authkey}'
+        cmdline = (f'root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off systemd.hostname={guest.name} '
+                   f'testbed.authkey={authkey}')
         if guest.link_addr:
             cmdline += f' testbed.linkaddr={guest.link_addr}'
         accel = ['-accel', 'kvm', '-cpu', 'host'] if self.accel == 'kvm' else ['-accel', 'tcg,thread=multi', '-cpu', 'qemu64']
