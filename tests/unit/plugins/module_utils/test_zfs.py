@@ -89,7 +89,7 @@ def test_listing_argv_is_one_call_with_parsable_columns():
                                 'name,guid,createtxg,creation,userrefs,clones', '-r', 'tank/a', 'tank/b']
 
 
-@pytest.mark.parametrize('names', [['a', 'b@c'], ['a,b'], ['x/y'], ['']])
+@pytest.mark.parametrize('names', [['a', 'b@c'], ['a,b'], ['x/y'], [''], ['old%new'], ['a#b']])
 def test_destroy_refuses_names_that_could_widen_the_batch(names):
     runner = ScriptedRunner(MODERN)
     with pytest.raises(ValueError):
