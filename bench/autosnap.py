@@ -129,7 +129,7 @@ def main() -> int:
                                 'ours_zfs_processes': ours_procs, 'sanoid_zfs_processes': sanoid_procs}
 
         noop, bare = [], []
-        for _ in range(args.repeat):
+        for _round in range(args.repeat):
             noop.append(timed(bed, ours_cmd)[0])
             bare.append(timed(bed, 'zfs list -Hp -t snapshot -r tank/bench >/dev/null')[0])
         report['noop'] = {'ours_median_seconds': round(statistics.median(noop), 2),

@@ -163,7 +163,7 @@ def test_skip_unchanged(bed, dataset):
 def test_concurrent_runs_serialise_on_the_pool_lock(bed, dataset):
     make_tree(bed, dataset)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(autosnap, bed, roots=[dataset], label='hourly', keep=2) for _ in range(2)]
+        futures = [pool.submit(autosnap, bed, roots=[dataset], label='hourly', keep=2) for _run in range(2)]
         results = [f.result() for f in futures]
     assert not any(r.get('failed') for r in results), results
     created = [n for r in results for n in r['created']]
