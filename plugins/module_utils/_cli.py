@@ -10,6 +10,11 @@ Run as ``python3 -m <package>._cli autosnap --root tank --policy daily=7`` or
 where <package> is this directory, installed or copied anywhere: only
 relative imports are used.
 
+``--args-file FILE [OPTION...]`` reads the arguments from FILE, a JSON list of
+strings, and appends the OPTIONs given after it (e.g. ``--check``). The systemd
+units use it: dataset names and patterns reach the engine verbatim, with no
+shell or unit-file quoting in between.
+
 Exit status: 0 done, 1 a zfs command failed, 2 bad input, 3 lock timeout.
 """
 
@@ -111,10 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_args_file(argv: list[str]) -> list[str]:
+    """Expand a leading ``--args-file FILE`` into the JSON list of strings stored in FILE."""
+    if argv[:1] != ['--args-file']:
+        return argv
+    if len(argv) < 2:
+        raise ValidationError('--args-file needs a file name')
+    try:
+        with open(argv[1], encoding='utf-8') as fh:
+            stored = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f'cannot read arguments from {argv[1]}: {exc}') from None
+    if not isinstance(stored, list) or not all(isinstance(arg, str) for arg in stored):
+        raise ValidationError(f'{argv[1]} must hold a JSON list of strings')
+    if stored[:1] == ['--args-file']:
+        raise ValidationError(f'{argv[1]} must not name another --args-file')
+    return stored + argv[2:]
+
+
 def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, stderr: t.TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = read_args_file(list(sys.argv[1:] if argv is None else argv))
+    except ValidationError as exc:
+        stderr.write(f'error: {exc}\n')
+        return EXIT_USAGE
     if argv[:1] == ['replicate']:
         # argparse would take the replication options (and --help) for ours
         args = argparse.Namespace(func=_run_replicate, args=argv[1:], json=True, check='--check' in argv)

@@ -298,6 +298,40 @@ def test_cli_human_and_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) 
         _cli.main(['autosnap', '--policy', 'daily'], stdout=out, stderr=err)
 
 
+def test_cli_args_file_is_expanded_and_extended(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
+    host = make_host()
+    monkeypatch.setattr(_cli, 'LocalRunner', lambda: host)
+    monkeypatch.setattr(_autosnap, 'utcnow', lambda: NOW)
+    stored = tmp_path / 'autosnap.json'
+    # a name with a space and a glob travel verbatim: no shell or unit-file quoting in between
+    stored.write_text(json.dumps(['autosnap', '--root', 'tank', '--exclude', 'tank/a b*', '--policy', 'daily=3',
+                                  '--json', '--lock-dir', str(tmp_path)]))
+    out = io.StringIO()
+    assert _cli.main(['--args-file', str(stored), '--check'], stdout=out) == 0
+    result = json.loads(out.getvalue())
+    assert result['check_mode'] is True and result['created']
+    assert host.changing_calls() == []
+
+
+@pytest.mark.parametrize(('content', 'message'), [
+    (None, 'cannot read arguments'),
+    ('{"root": "tank"}', 'JSON list of strings'),
+    ('["autosnap", 3]', 'JSON list of strings'),
+    ('not json', 'cannot read arguments'),
+    ('["--args-file", "other"]', 'another --args-file'),
+])
+def test_cli_args_file_errors(tmp_path: t.Any, content: str | None, message: str) -> None:
+    stored = tmp_path / 'args.json'
+    if content is not None:
+        stored.write_text(content)
+    err = io.StringIO()
+    assert _cli.main(['--args-file', str(stored)], stdout=io.StringIO(), stderr=err) == _cli.EXIT_USAGE
+    assert message in err.getvalue()
+    err = io.StringIO()
+    assert _cli.main(['--args-file'], stdout=io.StringIO(), stderr=err) == _cli.EXIT_USAGE
+    assert 'needs a file name' in err.getvalue()
+
+
 def test_cli_runs_from_a_standalone_copy(tmp_path: t.Any) -> None:
     """module_utils copied to a host without Ansible still runs as a package."""
     src = os.path.dirname(_autosnap.__file__)
