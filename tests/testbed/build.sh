@@ -53,9 +53,8 @@ papt_cache() { apt-cache "${APT_OPTS[@]}" "$@"; }
 
 latest_build() {
   # newest finished build of this series and recipe, for when the mirror is unreachable
-  ls -1dt "$CACHE_ROOT"/*_zfs"$ZFS_SERIES".*_r"$RECIPE_REV" 2>/dev/null | while read -r d; do
-    [ -f "$d/done" ] && { echo "$d"; break; }
-  done
+  find "$CACHE_ROOT" -mindepth 2 -maxdepth 2 -name 'done' -path "*_zfs$ZFS_SERIES.*_r$RECIPE_REV/done" -printf '%T@ %h\n' 2>/dev/null |
+    sort -rn | head -n 1 | cut -d' ' -f2-
 }
 
 if ! apt-get "${APT_OPTS[@]}" -q update >"$APT_DIR/update.log" 2>&1; then
@@ -74,7 +73,7 @@ KABI=$(papt_cache show "linux-image-amd64=$KPKG_VERSION" | sed -n 's/^Depends: l
 KFLAVOURLESS=${KABI%-amd64}
 ZFS_VERSION=$(papt_cache madison zfs-dkms | awk -v s="$ZFS_SUITE/contrib" '$0 ~ s {print $3; exit}')
 ZFS_UPSTREAM=${ZFS_VERSION%%-*}
-[ -n "$KABI" ] && [ -n "$ZFS_VERSION" ] || { log "could not resolve kernel ($KABI) or zfs ($ZFS_VERSION)"; exit 1; }
+if [ -z "$KABI" ] || [ -z "$ZFS_VERSION" ]; then log "could not resolve kernel ($KABI) or zfs ($ZFS_VERSION)"; exit 1; fi
 
 KEY="${KABI}_${KPKG_VERSION}_zfs${ZFS_VERSION}_r${RECIPE_REV}"
 KEY=${KEY//[^A-Za-z0-9._+-]/_}
@@ -107,7 +106,7 @@ log "building spl.ko/zfs.ko from $ZSRC"
   && make -j"$JOBS" >"$WORK/make.log" 2>&1 ) || { tail -n 40 "$WORK"/configure.log "$WORK"/make.log >&2; exit 1; }
 mkdir -p "$OUT/modules"
 find "$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
-[ -f "$OUT/modules/zfs.ko" ] && [ -f "$OUT/modules/spl.ko" ] || { log "zfs.ko/spl.ko missing after build"; exit 1; }
+if [ ! -f "$OUT/modules/zfs.ko" ] || [ ! -f "$OUT/modules/spl.ko" ]; then log "zfs.ko/spl.ko missing after build"; exit 1; fi
 
 # ------------------------------------------------------------------ root fs
 ROOT=$WORK/root
@@ -137,6 +136,7 @@ mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "fals
 cp "$ROOT/boot/vmlinuz-$KABI" "$OUT/vmlinuz"
 cp "$ROOT/boot/initrd.img-$KABI" "$OUT/initrd.img"
 cp "$ROOT/etc/ssh/ssh_host_ed25519_key.pub" "$OUT/host_ed25519_key.pub"
+# shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
 chroot "$ROOT" dpkg-query -W -f '${Package}\t${Version}\n' > "$OUT/packages.tsv"
 log "making ext4 image"
 mkfs.ext4 -q -F -L guestroot -d "$ROOT" "$OUT/rootfs.ext4" 3G
