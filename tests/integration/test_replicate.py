@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from playbook import run_play
@@ -134,14 +137,41 @@ def test_unknown_host_key_is_rejected(bed, dataset):
         assert snap_guids(bed, target_root(dataset)) == {}
 
 
+def receive_progress(bed) -> tuple[int, int]:
+    """(pid, bytes read so far) of the running `zfs receive`, or (0, 0) when none runs yet."""
+    out = bed.sh(GUEST, '''
+        for p in $(pgrep -x zfs); do
+          if tr '\\0' ' ' < /proc/$p/cmdline | grep -q ' receive '; then
+            echo "$p $(awk '/^rchar/ {print $2}' /proc/$p/io)"; exit 0
+          fi
+        done
+        echo "0 0"
+    ''').stdout.split()
+    return int(out[0]), int(out[1] or 0)
+
+
 def test_cut_stream_resumes_and_matches(bed, dataset):
     seed(bed, dataset, days=(1,), megabytes=64)
     troot = target_root(dataset)
     replica = f'{troot}/{dataset}/data'
     params = {'datasets': [f'{dataset}/data'], 'target_root': troot, 'target_host': 'localhost'}
-    # slow enough that the timeout stops the stream half-way, after the receive has made progress
-    cut = replicate(bed, rate_limit='2M', timeout=15, **params)
-    assert cut.get('failed') is True, cut
+    outcome: dict = {}
+    # slow enough (64 MiB at 2 MiB/s) that the receiving side can be killed half-way through
+    runner = threading.Thread(target=lambda: outcome.update(replicate(bed, rate_limit='2M', timeout=600, **params)))
+    runner.start()
+    deadline = time.monotonic() + 300
+    pid, done = 0, 0
+    while time.monotonic() < deadline and runner.is_alive():
+        pid, done = receive_progress(bed)
+        if done > 8 << 20:
+            break
+        time.sleep(1)
+    assert done > 8 << 20, f'the receive never made progress (pid {pid}, {done} bytes)'
+    bed.ssh(GUEST, ['kill', '-9', str(pid)])
+    runner.join(600)
+    assert not runner.is_alive(), 'the run outlived its killed receiver'
+    assert outcome.get('failed') is True, outcome
+    assert 'receive' in outcome['msg'], outcome['msg']
     token = bed.ssh(GUEST, ['zfs', 'get', '-H', '-o', 'value', 'receive_resume_token', replica], check=False).stdout.strip()
     assert token not in ('', '-'), 'no resumable state left after the cut'
     assert bed.ssh(GUEST, ['pgrep', '-x', 'mbuffer'], check=False).returncode != 0, 'a pipeline stage outlived the run'
