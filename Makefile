@@ -79,8 +79,11 @@ testbed: deps
 vm-shell: deps
 	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python tests/testbed/vm.py shell --shape $(or $(SHAPE),single)
 
+# Ratios against baselines measured in the same run; see bench/README.md.
 bench: deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/replicate_datapath.py
+	$(BIN)/python bench/autosnap.py $(BENCH_AUTOSNAP_ARGS)
+	$(BIN)/python bench/replicate_syncoid.py $(BENCH_SYNCOID_ARGS)
 
 clean:
 	rm -rf .build tests/output .pytest_cache .ruff_cache

@@ -53,9 +53,9 @@ def guest(bed: Testbed, script: str) -> str:
 def timed(bed: Testbed, command: str) -> tuple[float, int]:
     """Wall seconds of *command* in the guest and the zfs processes it spawned."""
     out = guest(bed, f'''
-        : > /var/log/account/pacct; accton /var/log/account/pacct
+        : > /var/log/account/pacct; accton /var/log/account/pacct >/dev/null
         s=$(date +%s.%N); {command} >/tmp/bench.out 2>&1 || {{ cat /tmp/bench.out >&2; exit 1; }}; e=$(date +%s.%N)
-        accton off
+        accton off >/dev/null
         echo "$s $e $(lastcomm -f /var/log/account/pacct --command zfs | wc -l)"
     ''').split()
     return float(out[1]) - float(out[0]), int(out[2])
