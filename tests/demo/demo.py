@@ -32,7 +32,7 @@ def main() -> int:
         playbook = os.path.join(HERE, 'playbook.yml')
         if os.path.exists(playbook):
             banner(f'ansible-playbook {os.path.relpath(playbook)}')
-            rc = subprocess.call(['ansible-playbook', '-i', bed.inventory, playbook])
+            rc = subprocess.call(['ansible-playbook', '-i', bed.inventory, playbook], stdin=subprocess.DEVNULL)
             if rc:
                 return rc
             banner('snapshots on the guest afterwards')
