@@ -158,13 +158,13 @@ class Zfs:
         if not self.features.parsable_list:
             return self._legacy_list_snapshots(roots, recursive)
         argv = ['list', '-H', '-p', '-t', types, '-o', ','.join(SNAPSHOT_COLUMNS)]
-        if roots:
-            argv.extend(['-r'] if recursive else ['-d', '1'])
-            argv.extend(roots)
-        res = self.run(*argv, check=False)
-        if res.rc != 0:
-            raise ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr)
-        return parse.snapshots(res.stdout, SNAPSHOT_COLUMNS)
+        if not roots:
+            return parse.snapshots(self.run(*argv).stdout, SNAPSHOT_COLUMNS)
+        argv.extend(['-r'] if recursive else ['-d', '1'])
+        snaps: list[Snapshot] = []
+        for batch in batch_by_size(roots, [self.zfs, *argv]):
+            snaps.extend(parse.snapshots(self.run(*argv, *batch).stdout, SNAPSHOT_COLUMNS))
+        return snaps
 
     def _legacy_list_snapshots(self, roots: t.Sequence[str] | None, recursive: bool) -> list[Snapshot]:
         argv = ['list', '-H', '-t', 'snapshot', '-o', 'name']

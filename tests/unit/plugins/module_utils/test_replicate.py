@@ -376,6 +376,58 @@ def test_incremental_moves_the_hold(monkeypatch: pytest.MonkeyPatch, lock_dir: s
     assert verbs == ['hold', 'hold', 'release', 'release']
 
 
+@pytest.mark.parametrize('mode', ['push', 'pull'])
+def test_commands_per_run_do_not_grow_with_the_tree(monkeypatch: pytest.MonkeyPatch, lock_dir: str, mode: str) -> None:
+    counts = {}
+    for children in (2, 12):
+        src, dst, streams, transports = setup(monkeypatch, mode)
+        for i in range(children):
+            src.datasets[f'tank/data/c{i}'] = FDataset()
+        names = [name for name in src.datasets if name.startswith('tank/data')]
+        for name in names:
+            src.snap(name, snapname('daily', 1))
+        run(transports, params(mode, lock_dir, recursive=True))
+        for name in names:
+            src.snap(name, snapname('daily', 2))
+        src.calls.clear()
+        dst.calls.clear()
+        streams.seen.clear()
+        result = run(transports, params(mode, lock_dir, recursive=True))
+        assert [d['action'] for d in result['datasets']] == ['incremental'] * len(names)
+        assert all(len(d['held']) == 2 and len(d['released']) == 2 for d in result['datasets'])
+        assert len(streams.seen) == len(names)
+        counts[children] = ([c[:2] for c in src.calls], [c[:2] for c in dst.calls])
+    # only the streams grow with the tree: listings, holds and releases are one call per side
+    assert counts[2] == counts[12]
+
+
+def test_a_failed_stream_still_protects_what_arrived(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
+    src, dst, streams, transports = setup(monkeypatch)
+    old, new = snapname('daily', 1), snapname('daily', 2)
+    for name in ('tank/data', 'tank/data/sub'):
+        src.snap(name, old)
+    run(transports, params(lock_dir=lock_dir, recursive=True))
+    for name in ('tank/data', 'tank/data/sub'):
+        src.snap(name, new)
+
+    def cut_sub(producer: LocalSegment, consumer: LocalSegment, timeout: float | None = None) -> PipelineResult:
+        if consumer.stages[-1].argv[-1] == T + '/sub':
+            streams.cut_next = 'receive'
+        return streams(producer, consumer, timeout)
+
+    monkeypatch.setattr(_replicate, 'run_pipeline', cut_sub)
+    with pytest.raises(ReplicationError) as info:
+        run(transports, params(lock_dir=lock_dir, recursive=True))
+    assert 'tank/data/sub' in info.value.msg and 'out of space' in info.value.msg
+    # the dataset that arrived has its new base held and the old one released, on both sides
+    assert src.datasets['tank/data'].snaps[new].holds == {TAG} and dst.datasets[T].snaps[new].holds == {TAG}
+    assert src.datasets['tank/data'].snaps[old].holds == set() and dst.datasets[T].snaps[old].holds == set()
+    assert sorted(info.value.results[0]['released']) == sorted([f'tank/data@{old}', f'{T}@{old}'])
+    # the one whose stream failed keeps its old base
+    assert src.datasets['tank/data/sub'].snaps[old].holds == {TAG} and dst.datasets[T + '/sub'].snaps[old].holds == {TAG}
+    assert new not in dst.datasets[T + '/sub'].snaps
+
+
 def test_stream_shape_push(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
     src, dst, streams, transports = setup(monkeypatch)
     src.snap('tank/data', snapname('daily', 1))
