@@ -50,6 +50,14 @@ def guest(bed: Testbed, script: str) -> str:
     return bed.sh(GUEST, script).stdout
 
 
+def log(msg: str) -> None:
+    print(f'[bench {time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+
+def write_file(bed: Testbed, path: str, text: str) -> None:
+    subprocess.run(bed.ssh_argv(GUEST, ['sh', '-c', f'cat > {path}']), input=text.encode('utf-8'), check=True)
+
+
 def timed(bed: Testbed, command: str) -> tuple[float, int]:
     """Wall seconds of *command* in the guest and the zfs processes it spawned."""
     out = guest(bed, f'''
@@ -64,7 +72,6 @@ def timed(bed: Testbed, command: str) -> tuple[float, int]:
 def build_trees(bed: Testbed, datasets: int, snapshots: int) -> None:
     guest(bed, f'''
         for pool in tank zfsbackups; do
-          zfs create -o mountpoint=none $pool/bench
           i=0; while [ $i -lt {datasets} ]; do zfs create $pool/bench/d$i; i=$((i+1)); done
         done
     ''')
@@ -109,18 +116,28 @@ def main() -> int:
         report['accel'] = bed.accel
         report['zfs_version'] = guest(bed, 'zfs version | head -n1').strip()
         install_engine(bed)
+        report['sanoid_version'] = guest(bed, 'dpkg-query -W -f "\\${Version}" sanoid')
+        guest(bed, 'zfs create -o mountpoint=none tank/bench && zfs create -o mountpoint=none zfsbackups/bench')
+        guest(bed, 'mkdir -p /etc/sanoid-bench /var/cache/sanoid; rm -f /var/cache/sanoid/snapshots.txt; '
+                   'cp /usr/share/sanoid/sanoid.defaults.conf /etc/sanoid-bench/')
+        # sanoid counts the snapshots it had before this run's, so it keeps one fewer here to prune as
+        # many as ours (a `--readonly` run to check the file first would leave it pruning nothing)
+        write_file(bed, '/etc/sanoid-bench/sanoid.conf', SANOID_CONF.format(keep=keep - 1))
+        log(f'creating {args.datasets} datasets with {args.snapshots} snapshots each, in both pools')
         t0 = time.monotonic()
         build_trees(bed, args.datasets, args.snapshots)
         report['setup_seconds'] = round(time.monotonic() - t0, 1)
-        guest(bed, f'mkdir -p /etc/sanoid-bench /var/cache/sanoid; rm -f /var/cache/sanoid/snapshots.txt; '
-                   f"printf '%s' {json.dumps(SANOID_CONF.format(keep=keep))} > /etc/sanoid-bench/sanoid.conf; "
-                   'touch /etc/sanoid-bench/sanoid.defaults.conf; cp /usr/share/sanoid/sanoid.defaults.conf /etc/sanoid-bench/ 2>/dev/null || true')
+        log(f'setup took {report["setup_seconds"]} s')
         ours_cmd = (f'cd {ENGINE_DIR} && python3 -m pyzfsautosnap._cli autosnap --root tank/bench --label daily --keep {keep}')
 
         guest(bed, 'zpool export zfsbackups')
+        log('ours: take + prune')
         ours_time, ours_procs = timed(bed, ours_cmd)
+        log(f'  {ours_time:.1f} s, {ours_procs} zfs processes')
         guest(bed, 'zpool import -d /dev zfsbackups && zpool export tank')
+        log('sanoid: take + prune')
         sanoid_time, sanoid_procs = timed(bed, 'sanoid --configdir=/etc/sanoid-bench --cron --force-update')
+        log(f'  {sanoid_time:.1f} s, {sanoid_procs} zfs processes')
         guest(bed, 'zpool import -d /dev tank')
         counts = guest(bed, 'zfs list -H -t snapshot -o name -r tank/bench | wc -l; zfs list -H -t snapshot -o name -r zfsbackups/bench | wc -l').split()
         report['snapshots_left'] = {'ours': int(counts[0]), 'sanoid': int(counts[1])}
@@ -130,8 +147,10 @@ def main() -> int:
 
         noop, bare = [], []
         for _round in range(args.repeat):
+            log('no-op pass and bare listing')
             noop.append(timed(bed, ours_cmd)[0])
             bare.append(timed(bed, 'zfs list -Hp -t snapshot -r tank/bench >/dev/null')[0])
+            log(f'  {noop[-1]:.1f} s and {bare[-1]:.1f} s')
         report['noop'] = {'ours_median_seconds': round(statistics.median(noop), 2),
                           'bare_list_median_seconds': round(statistics.median(bare), 2),
                           'ratio': round(statistics.median(noop) / statistics.median(bare), 3)}
