@@ -17,6 +17,9 @@ LINKROOT := $(CURDIR)/.build/link
 ZFS_SERIES ?= 2.3
 ZFS_SERIES_ALL ?= 2.3 2.1
 PYTEST_ARGS ?=
+# the sizes the figures in README.md were measured with; the scripts default to the specified ones
+BENCH_AUTOSNAP_ARGS ?= --datasets 100 --snapshots 30 --prune 5 --repeat 3
+BENCH_SYNCOID_ARGS ?= --datasets 100
 export PATH := $(BIN):$(PATH)
 
 export ANSIBLE_COLLECTIONS_PATH := $(LINKROOT)
