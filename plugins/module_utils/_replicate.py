@@ -493,16 +493,14 @@ class _Run:
             for d in done:
                 if d.tgt_snaps is None:
                     d.tgt_snaps = arrived.get(d.plan.target, [])
-        items = [d for d in done if d.plan.common_after is not None]
-        src_tagged = self._tagged(self.src, (s for d in items for s in d.src_snaps if s.dataset == d.plan.source))
-        dst_tagged = self._tagged(self.dst, (s for d in items for s in d.tgt_snaps or () if s.dataset == d.plan.target))
+        items = [(d, d.plan.common_after) for d in done if d.plan.common_after is not None]
+        src_tagged = self._tagged(self.src, (s for d, _c in items for s in d.src_snaps if s.dataset == d.plan.source))
+        dst_tagged = self._tagged(self.dst, (s for d, _c in items for s in d.tgt_snaps or () if s.dataset == d.plan.target))
         src_hold: list[str] = []
         dst_hold: list[str] = []
         src_release: list[str] = []
         dst_release: list[str] = []
-        for d in items:
-            common = d.plan.common_after
-            assert common is not None
+        for d, common in items:
             target_copy = next((s for s in d.tgt_snaps or () if s.guid == common.guid and not s.is_bookmark), None)
             src_keep = common.full_name if not common.is_bookmark else None
             dst_keep = target_copy.full_name if target_copy else None
@@ -522,15 +520,13 @@ class _Run:
             for zfs, names in ((self.src, src_release), (self.dst, dst_release)):
                 if names:
                     zfs.release(self.tag, names)
-        for d in items:
-            self._after_protect(d)
+        for d, common in items:
+            self._after_protect(d, common)
         for d in done:
             d.res['changed'] = _changed(d.res)
 
-    def _after_protect(self, d: _Done) -> None:
+    def _after_protect(self, d: _Done, common: Snapshot) -> None:
         plan, res = d.plan, d.res
-        common = plan.common_after
-        assert common is not None
         if self.p.source_bookmark:
             create, destroy = plan_bookmark(plan.source, d.src_snaps, common, self.tag)
             res['bookmarked'] = create[1] if create else None
