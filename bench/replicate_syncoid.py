@@ -5,7 +5,7 @@
 
 """zfs_replicate's engine side by side with syncoid, in one OpenZFS guest, as ratios.
 
-    python bench/replicate_syncoid.py [--datasets 200] [--rounds 1] [--size-mib 1024] [--zfs 2.3]
+    python bench/replicate_syncoid.py [--datasets 200] [--rounds 1] [--size-mib 1024] [--big-rounds 3] [--zfs 2.3]
 
 Both tools push from pool tank over ssh to root@localhost into pool zfsbackups (the same guest, so
 the same ssh, the same cipher and the same CPUs), each into a root of its own whose mountpoint is
@@ -18,8 +18,9 @@ many: tank/b and DATASETS datasets below it get a first snapshot, which each too
 (reported, not the target); then, ROUNDS times, every dataset gets a small write and one new
 snapshot, and each tool's incremental run is timed (the order alternates between rounds).
 
-big: tank/big gets SIZE MiB of random data and one snapshot; each tool's full send is timed, with
-the ARC of tank dropped (export and import) before each.
+big: tank/big gets SIZE MiB of random data and one snapshot; BIG_ROUNDS times (the order alternating),
+each tool's full send is timed into a fresh target, with the ARC of tank dropped (export and import)
+before each; the medians are compared.
 
 Snapshots carry zfs-auto-snap names so ours selects them; syncoid runs with ``--no-sync-snap`` and
 sends the same snapshots. Reported: wall time in the guest, the processes each run spawned and the
@@ -180,8 +181,8 @@ def drop_cache(bed: Testbed) -> None:
     guest(bed, 'zpool sync; zpool export tank; zpool import -d /dev tank')
 
 
-def bench_big(bed: Testbed, size_mib: int) -> dict[str, t.Any]:
-    report: dict[str, t.Any] = {'size_mib': size_mib}
+def bench_big(bed: Testbed, size_mib: int, rounds: int) -> dict[str, t.Any]:
+    report: dict[str, t.Any] = {'size_mib': size_mib, 'rounds': rounds}
     t0 = time.monotonic()
     log(f'writing {size_mib} MiB of random data to tank/big')
     guest(bed, f'''
@@ -191,13 +192,26 @@ def bench_big(bed: Testbed, size_mib: int) -> dict[str, t.Any]:
     ''')
     report['setup_seconds'] = round(time.monotonic() - t0, 1)
     report['referenced_bytes'] = int(guest(bed, f'zfs get -H -p -o value referenced tank/big@{snapname(0)}'))
-    drop_cache(bed)
-    syncoid = check_syncoid(timed(bed, syncoid_cmd('tank/big', 'zfsbackups/syncoid/big', False)))
-    drop_cache(bed)
-    ours = check_ours(timed(bed, ours_cmd('tank/big', False)))
-    for res in (syncoid, ours):
-        res['mib_per_s'] = round(report['referenced_bytes'] / 1048576 / res['seconds'], 1)
-    report['full'] = {'syncoid': syncoid, 'ours': ours, 'ratio': ratio(ours['seconds'], syncoid['seconds']), 'target': '<= 1.0'}
+    samples: dict[str, list[dict[str, t.Any]]] = {'syncoid': [], 'ours': []}
+    for run in range(rounds):
+        for tool in (('syncoid', 'ours') if run % 2 == 0 else ('ours', 'syncoid')):
+            target = f'zfsbackups/{tool}/big'
+            if run:
+                # a fresh full send each time; ours held the replica's snapshot, so release it first
+                guest(bed, f'zfs list -H -o name -t snapshot -r {target} | while read -r snap; do zfs holds -H "$snap"; done | '
+                           'while read -r snap tag _rest; do zfs release "$tag" "$snap"; done; '
+                           f'zfs destroy -r {target}')
+            drop_cache(bed)
+            if tool == 'syncoid':
+                res = check_syncoid(timed(bed, syncoid_cmd('tank/big', target, False)))
+            else:
+                res = check_ours(timed(bed, ours_cmd('tank/big', False)))
+            res['mib_per_s'] = round(report['referenced_bytes'] / 1048576 / res['seconds'], 1)
+            samples[tool].append(res)
+    syncoid_s = statistics.median(s['seconds'] for s in samples['syncoid'])
+    ours_s = statistics.median(s['seconds'] for s in samples['ours'])
+    report['full'] = {'syncoid_median_seconds': syncoid_s, 'ours_median_seconds': ours_s,
+                      'ratio': ratio(ours_s, syncoid_s), 'target': '<= 1.0', 'runs': samples}
     report['trees'] = compare_trees(bed, 'tank/big', {'syncoid': 'zfsbackups/syncoid/big', 'ours': 'zfsbackups/ours/big'})
     return report
 
@@ -207,6 +221,7 @@ def main() -> int:
     parser.add_argument('--datasets', type=int, default=200, help='datasets below tank/b (0 skips the many-datasets part)')
     parser.add_argument('--rounds', type=int, default=1, help='timed incremental runs of each tool; the median is reported')
     parser.add_argument('--size-mib', type=int, default=1024, help='random data in the big dataset (0 skips that part)')
+    parser.add_argument('--big-rounds', type=int, default=3, help='timed full sends of the big dataset per tool; the median is reported')
     parser.add_argument('--zfs', dest='series', default=os.environ.get('ZFS_SERIES', '2.3'))
     parser.add_argument('--memory-mb', type=int, default=4096)
     args = parser.parse_args()
@@ -226,7 +241,7 @@ def main() -> int:
         if args.datasets:
             report['many'] = bench_many(bed, args.datasets, args.rounds)
         if args.size_mib:
-            report['big'] = bench_big(bed, args.size_mib)
+            report['big'] = bench_big(bed, args.size_mib, args.big_rounds)
     report['bench_seconds'] = round(time.monotonic() - started, 1)
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     path = os.path.join(HERE, 'results', f'replicate_syncoid-zfs{args.series}-{args.datasets}ds-{args.size_mib}MiB.json')
