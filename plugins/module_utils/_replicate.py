@@ -7,10 +7,11 @@
 
 Everything is planned before anything changes, so a diverged dataset fails the
 run with nothing touched. Datasets then go parents first, one stream per step.
-After the streams (also when one of them failed) each new common snapshot is
-held on both sides before the previous one is released, so no pruner can break
-the chain. The holds of all datasets go in one ``zfs hold`` per side: on a tree
-of hundreds of datasets, processes per dataset are what a run costs.
+After the streams (also when one of them failed, and at least once a minute
+during a long run) each new common snapshot is held on both sides before the
+previous one is released, so no pruner can break the chain. The holds of those
+datasets go in one ``zfs hold`` per side: on a tree of hundreds of datasets,
+processes per dataset are what a run costs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from ._zfs import Zfs
 
 COMPRESSIONS = ('none', 'zstd', 'lz4')
 MAX_REPLANS = 3
+# seconds a replicated dataset may wait for the batched hold of its new base
+PROTECT_INTERVAL = 60.0
 _SIZE_RE = re.compile(r'^[1-9][0-9]*[kKmMgG%]?$')
 _RATE_RE = re.compile(r'^[1-9][0-9]*[kKmMgG]?$')
 _PROP_RE = re.compile(r'^[a-z][a-z0-9_.:-]*$')
@@ -302,21 +305,31 @@ class _Run:
         if any(plan.steps for _ds, plan in plans):
             self._check_tools()
 
-        done: list[_Done] = []
+        pending: list[_Done] = []
+        since = time.monotonic()
         try:
             for ds, plan in plans:
                 item = self._dataset(ds, plan, src_by_ds.get(ds.name, []), tgt_by_ds.get(plan.target, []))
                 self.results.append(item.res)
-                done.append(item)
-        except ReplicationError as exc:
+                pending.append(item)
+                # batched, but a new base waits at most PROTECT_INTERVAL for its hold, so a pruner
+                # running alongside a long run cannot take it before it is protected
+                if time.monotonic() - since >= PROTECT_INTERVAL:
+                    self._protect(pending)
+                    pending, since = [], time.monotonic()
+        except (ReplicationError, ZfsCommandError) as exc:
             # what did arrive is protected all the same
             try:
-                self._protect(done)
+                self._protect(pending)
             except (ReplicationError, ZfsCommandError) as later:
-                exc.msg += f'; protecting the datasets replicated before that failed as well: {later}'
-                exc.args = (exc.msg,)
+                note = f'protecting the datasets replicated before that failed as well: {later}'
+                if isinstance(exc, ReplicationError):
+                    exc.msg += f'; {note}'
+                    exc.args = (exc.msg,)
+                    raise
+                raise ReplicationError(f'{exc}; {note}', self.results, exc) from exc
             raise
-        self._protect(done)
+        self._protect(pending)
         for _ds, plan in plans:
             self.warnings.extend(f'{plan.source}: {note}' for note in plan.notes)
         return {
@@ -400,7 +413,6 @@ class _Run:
         res['steps'] = steps
         if res['seconds']:
             res['rate'] = int(res['bytes'] / res['seconds'])
-        res['changed'] = _changed(res)
         return _Done(plan, res, src_snaps, None if steps or res['aborted_resume'] else tgt_snaps)
 
     def _check_dataset(self, plan: DatasetPlan, res: dict[str, t.Any], src_snaps: list[Snapshot],
@@ -418,7 +430,6 @@ class _Run:
             self.known_targets.add(plan.target)
         if plan.action == 'resume':
             res['notes'].append('more steps may follow once the interrupted stream is finished')
-        res['changed'] = _changed(res)
         return _Done(plan, res, src_snaps, tgt_snaps + self._arrivals(plan, src_snaps, tgt_snaps))
 
     @staticmethod

@@ -35,12 +35,13 @@ description:
     receiving side, and C(zfs receive -s -u -o readonly=on -o canmount=noauto -o com.sun:auto-snapshot=false)
     (C(canmount) only for filesystems). The programs are joined by pipes, no shell runs on the host the module runs
     on, and the command line handed to the remote host's shell is built with C(shlex.quote)."
-  - "Protecting the base: after the streams (also when a later dataset's stream failed) each dataset's new common
-    snapshot is held on both sides with the tag C(pyzfsautosnap:<target id>) (see O(target_id)), and only then are
-    the previously held ones released. The autosnap pruner never destroys held snapshots, so the chain between the
-    pools cannot break. The holds and releases of all datasets of a run go in one C(zfs hold) and one
-    C(zfs release) per side, so a run over many datasets spawns two C(zfs) processes per dataset (send and receive)
-    plus a fixed number (and one or two more per dataset with O(source_bookmark) or O(target_retention))."
+  - "Protecting the base: after the streams (also when a later dataset's stream failed, and during a long run at
+    least once a minute) each replicated dataset's new common snapshot is held on both sides with the tag
+    C(pyzfsautosnap:<target id>) (see O(target_id)), and only then are the previously held ones released. The
+    autosnap pruner never destroys held snapshots, so the chain between the pools cannot break. The holds and
+    releases of those datasets go in one C(zfs hold) and one C(zfs release) per side, so a run over many datasets
+    spawns two C(zfs) processes per dataset (send and receive) plus a few per minute (and one or two more per dataset
+    with O(source_bookmark) or O(target_retention))."
   - Runs that touch the same source dataset or target dataset on the same host are serialised by lock files.
 options:
   datasets:

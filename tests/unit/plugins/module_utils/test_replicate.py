@@ -428,6 +428,37 @@ def test_a_failed_stream_still_protects_what_arrived(monkeypatch: pytest.MonkeyP
     assert new not in dst.datasets[T + '/sub'].snaps
 
 
+def test_a_long_run_protects_as_it_goes(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
+    src, dst, streams, transports = setup(monkeypatch)
+    for name in ('tank/data', 'tank/data/sub'):
+        src.snap(name, snapname('daily', 1))
+    monkeypatch.setattr(_replicate, 'PROTECT_INTERVAL', 0.0)
+    run(transports, params(lock_dir=lock_dir, recursive=True))
+    # with no time to wait, each dataset's base is held right after its own stream
+    assert [c for c in src.calls if c[:2] == ['zfs', 'hold']] == [['zfs', 'hold', TAG, f'tank/data@{snapname("daily", 1)}'],
+                                                                  ['zfs', 'hold', TAG, f'tank/data/sub@{snapname("daily", 1)}']]
+
+
+def test_a_failed_command_between_streams_still_protects_what_arrived(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
+    from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
+
+    src, dst, streams, transports = setup(monkeypatch)
+    for name in ('tank/data', 'tank/data/sub'):
+        src.snap(name, snapname('daily', 1))
+    real = _replicate._Run._ensure_parent
+
+    def failing(self: t.Any, target: str, res: dict[str, t.Any]) -> None:
+        if target.endswith('/sub'):
+            raise ZfsCommandError(['zfs', 'create', target], 1, '', 'permission denied')
+        real(self, target, res)
+
+    monkeypatch.setattr(_replicate._Run, '_ensure_parent', failing)
+    with pytest.raises(ZfsCommandError):
+        run(transports, params(lock_dir=lock_dir, recursive=True))
+    assert src.datasets['tank/data'].snaps[snapname('daily', 1)].holds == {TAG}
+    assert dst.datasets[T].snaps[snapname('daily', 1)].holds == {TAG}
+
+
 def test_stream_shape_push(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
     src, dst, streams, transports = setup(monkeypatch)
     src.snap('tank/data', snapname('daily', 1))
