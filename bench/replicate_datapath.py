@@ -64,7 +64,7 @@ def load_engine() -> types.SimpleNamespace:
     package.__path__ = [os.path.join(REPO, 'plugins', 'module_utils')]
     sys.modules['pyzfsautosnap'] = package
     mods = {name: importlib.import_module(f'pyzfsautosnap.{name}')
-            for name in ('_pipeline', '_transport', '_transport_openssh', '_transport_paramiko')}
+            for name in ('_pipeline', '_transport', '_transport_factory', '_transport_openssh', '_transport_paramiko')}
     return types.SimpleNamespace(**{name.lstrip('_'): mod for name, mod in mods.items()})
 
 
@@ -280,7 +280,7 @@ def run_transport(sshd: PrivateSshd, kind: str, path: str, consumer: tuple[str, 
     self0, kids0 = own_cpu()
     master = 0.0
     started = time.monotonic()
-    transport = ENGINE.transport.make_transport(HOST, kind, sshd.options)
+    transport = ENGINE.transport_factory.make_transport(HOST, kind, sshd.options)
     with transport:
         result = ENGINE.pipeline.run_pipeline(producer, transport.segment([ENGINE.transport.Stage('receive', consumer)]))
         if kind == 'openssh':

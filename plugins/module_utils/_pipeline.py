@@ -45,41 +45,7 @@ COMPRESSORS = {
 _NOT_FOUND_RCS = (126, 127)
 
 
-# ------------------------------------------------------------------ argv builders
-def send_argv(send_args: t.Sequence[str], raw: bool, zfs: str = 'zfs') -> tuple[str, ...]:
-    """``zfs send``: raw for encrypted datasets (data stays encrypted), else large blocks, embedded, compressed."""
-    if send_args and send_args[0] == '-t':
-        # flags of a resumed send are part of its token
-        return (zfs, 'send', *send_args)
-    flags = ('-w',) if raw else ('-L', '-e', '-c')
-    return (zfs, 'send', *flags, *send_args)
-
-
-def estimate_argv(send_args: t.Sequence[str], raw: bool, zfs: str = 'zfs') -> tuple[str, ...]:
-    full = send_argv(send_args, raw, zfs)
-    return (full[0], full[1], '-n', '-v', '-P', *full[2:])
-
-
-def receive_argv(target: str, *, filesystem: bool, rollback: bool, properties: t.Mapping[str, str],
-                 exclude: t.Sequence[str] = (), zfs: str = 'zfs') -> tuple[str, ...]:
-    """``zfs receive -s -u``: resumable, never mounted, read-only, never snapshotted by the target's autosnap."""
-    props = {'readonly': 'on', 'com.sun:auto-snapshot': 'false'}
-    if filesystem:
-        props['canmount'] = 'noauto'
-    props.update(properties)
-    if not filesystem:
-        props.pop('canmount', None)
-    argv = [zfs, 'receive', '-s', '-u']
-    if rollback:
-        argv.append('-F')
-    for key, value in props.items():
-        argv += ['-o', f'{key}={value}']
-    for key in exclude:
-        argv += ['-x', key]
-    argv.append(target)
-    return tuple(argv)
-
-
+# ------------------------------------------------------------------ stage builders
 def mbuffer_argv(size: str, watchdog: int = 300, rate: str | None = None) -> tuple[str, ...]:
     argv = ['mbuffer', '-q', '-s', '128k', '-m', size]
     if watchdog:

@@ -25,15 +25,17 @@ import typing as t
 
 from . import _naming as naming
 from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, locked
-from ._pipeline import estimate_argv, mbuffer_argv, receive_argv, receiver_stages, run_pipeline, send_argv, sender_stages
+from ._pipeline import mbuffer_argv, receiver_stages, run_pipeline, sender_stages
 from ._replicate_plan import (
-    LAYOUTS, DatasetPlan, Selection, Step, hold_tag, is_stale_token_error, map_targets, outer_roots, parse_send_size,
+    LAYOUTS, DatasetPlan, Selection, Step, hold_tag, map_targets, outer_roots,
     plan_bookmark, plan_dataset, plan_holds, plan_target_prune, select_datasets, target_for,
 )
-from ._transport import TRANSPORTS, SshOptions, Transport, make_transport, which_argv
+from ._transport import TRANSPORTS, SshOptions, Transport, which_argv
+from ._transport_factory import make_transport
 from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
 from ._validate import reject_shell_metachars, validate_dataset_name, validate_int
-from ._zfs import Zfs
+from ._zfs import Zfs, receive_argv, send_argv
+from ._zfs_parse import is_stale_token_error, parse_send_size
 
 COMPRESSIONS = ('none', 'zstd', 'lz4')
 MAX_REPLANS = 3
@@ -345,7 +347,7 @@ class _Run:
 
     # ------------------------------------------------------------------ checks
     def _token_is_stale(self, plan: DatasetPlan) -> bool:
-        res = self.src.run(*estimate_argv(plan.steps[0].send_args(), False)[1:], check=False)
+        res = self.src.send_estimate(plan.steps[0].send_args(), False)
         if res.rc == 0:
             return False
         if is_stale_token_error(res.stderr):
@@ -419,7 +421,7 @@ class _Run:
                        tgt_snaps: list[Snapshot]) -> _Done:
         total: int | None = 0
         for step, out in zip(plan.steps, res['steps']):
-            estimate = self.src.run(*estimate_argv(step.send_args(), plan.raw)[1:], check=False)
+            estimate = self.src.send_estimate(step.send_args(), plan.raw)
             size = parse_send_size(estimate.stdout + '\n' + estimate.stderr) if estimate.rc == 0 else None
             out['estimated_bytes'] = size
             total = None if size is None or total is None else total + size
@@ -453,7 +455,7 @@ class _Run:
             if not self.check_mode:
                 # one at a time: `create -p` ignores -o for the parents it makes, and an
                 # unprivileged user on Linux cannot mount them
-                self.dst.run('create', '-o', 'canmount=off', '-o', 'com.sun:auto-snapshot=false', name)
+                self.dst.create_filesystem(name, {'canmount': 'off', 'com.sun:auto-snapshot': 'false'})
             res['created_parents'].append(name)
         self._remember([target.rsplit('/', 1)[0]])
 
@@ -546,7 +548,7 @@ class _Run:
                 if create:
                     self.src.bookmark(*create)
                 for name in destroy:
-                    self.src.run('destroy', name)
+                    self.src.destroy_bookmark(name)
         if self.p.target_retention:
             doomed = plan_target_prune(d.tgt_snaps or [], self.p.target_retention, self.selection, {common.guid})
             res['pruned'] = [s.full_name for s in doomed]

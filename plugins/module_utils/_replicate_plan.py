@@ -40,9 +40,6 @@ TAG_PREFIX = 'pyzfsautosnap:'
 # zfs hold tags are at most 255 characters (MAXNAMELEN with its NUL)
 MAX_TAG_LEN = 255
 
-_STALE_TOKEN_HINTS = ('no longer exists', 'used in the initial send', 'is corrupt', 'no longer the same snapshot',
-                      'does not exist')
-
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
@@ -346,20 +343,3 @@ def plan_target_prune(target_snaps: t.Sequence[Snapshot], retention: t.Mapping[s
         decision = prune_label(managed(target_snaps, selection.prefix, selection.separator, label), keep)
         doomed.extend(s for s in decision.destroy if s.guid not in protect_guids)
     return by_txg(doomed)
-
-
-# ------------------------------------------------------------------ zfs output
-def parse_send_size(output: str) -> int | None:
-    """Total of ``zfs send -nvP``: its ``size`` line."""
-    size = None
-    for line in output.splitlines():
-        fields = line.split()
-        if len(fields) == 2 and fields[0] == 'size' and fields[1].isdigit():
-            size = int(fields[1])
-    return size
-
-
-def is_stale_token_error(stderr: str) -> bool:
-    """``zfs send -t`` refused the token because what it refers to is gone or changed."""
-    text = stderr.lower()
-    return any(hint in text for hint in _STALE_TOKEN_HINTS)

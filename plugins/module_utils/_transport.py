@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-import shutil
 import typing as t
 
 from ._types import ValidationError
@@ -193,29 +192,3 @@ def split_markers(stderr: str) -> tuple[dict[int, int], str]:
 def which_argv(tool: str) -> list[str]:
     """argv that succeeds when *tool* is on PATH; the name is an argument, never part of the script."""
     return ['sh', '-c', 'command -v "$1"', 'sh', tool]
-
-
-def make_transport(host: str | None, kind: str = 'auto', options: SshOptions | None = None) -> Transport:
-    """Local transport without a host; otherwise OpenSSH where the binary exists, paramiko if not."""
-    # imported here: the implementations import this module, and paramiko is optional
-    from ._transport_local import LocalTransport  # noqa: PLC0415
-
-    if host is None:
-        return LocalTransport()
-    validate_host(host)
-    options = validate_ssh_options(options or SshOptions())
-    if kind not in TRANSPORTS:
-        raise ValidationError(f'transport must be one of {", ".join(TRANSPORTS)}, got {kind!r}')
-    if kind == 'auto':
-        kind = 'openssh' if shutil.which('ssh') else 'paramiko'
-    if kind == 'openssh':
-        from ._transport_openssh import OpenSshTransport  # noqa: PLC0415
-
-        if not shutil.which('ssh'):
-            raise ValidationError('transport openssh needs the ssh client binary, which is not on PATH')
-        return OpenSshTransport(host, options)
-    from ._transport_paramiko import HAS_PARAMIKO, ParamikoTransport  # noqa: PLC0415
-
-    if not HAS_PARAMIKO:
-        raise ValidationError('neither the ssh client binary nor the paramiko Python library is available')
-    return ParamikoTransport(host, options)

@@ -82,6 +82,41 @@ def batch_by_size(items: t.Sequence[str], fixed: t.Sequence[str], limit: int = M
     return batches
 
 
+# ------------------------------------------------- stream argv (run by the pipeline)
+def send_argv(send_args: t.Sequence[str], raw: bool, zfs: str = 'zfs') -> tuple[str, ...]:
+    """``zfs send``: raw for encrypted datasets (data stays encrypted), else large blocks, embedded, compressed."""
+    if send_args and send_args[0] == '-t':
+        # flags of a resumed send are part of its token
+        return (zfs, 'send', *send_args)
+    flags = ('-w',) if raw else ('-L', '-e', '-c')
+    return (zfs, 'send', *flags, *send_args)
+
+
+def estimate_argv(send_args: t.Sequence[str], raw: bool, zfs: str = 'zfs') -> tuple[str, ...]:
+    full = send_argv(send_args, raw, zfs)
+    return (full[0], full[1], '-n', '-v', '-P', *full[2:])
+
+
+def receive_argv(target: str, *, filesystem: bool, rollback: bool, properties: t.Mapping[str, str],
+                 exclude: t.Sequence[str] = (), zfs: str = 'zfs') -> tuple[str, ...]:
+    """``zfs receive -s -u``: resumable, never mounted, read-only, never snapshotted by the target's autosnap."""
+    props = {'readonly': 'on', 'com.sun:auto-snapshot': 'false'}
+    if filesystem:
+        props['canmount'] = 'noauto'
+    props.update(properties)
+    if not filesystem:
+        props.pop('canmount', None)
+    argv = [zfs, 'receive', '-s', '-u']
+    if rollback:
+        argv.append('-F')
+    for key, value in props.items():
+        argv += ['-o', f'{key}={value}']
+    for key in exclude:
+        argv += ['-x', key]
+    argv.append(target)
+    return tuple(argv)
+
+
 class Zfs:
     """Typed wrapper over the zfs CLI of one host (local or remote through its runner)."""
 
@@ -237,6 +272,22 @@ class Zfs:
             for name, tag in parse.holds(res.stdout):
                 out.setdefault(name, []).append(tag)
         return out
+
+    def create_filesystem(self, name: str, props: t.Mapping[str, str]) -> None:
+        """One ``zfs create -o k=v name``; never ``-p``, which ignores ``-o`` for the parents it makes."""
+        opts = [arg for key, value in props.items() for arg in ('-o', f'{key}={value}')]
+        self.run('create', *opts, name)
+
+    def destroy_bookmark(self, full_name: str) -> None:
+        """Destroy one bookmark ``ds#mark``; anything else is refused before zfs sees it."""
+        dataset, sep, mark = full_name.partition('#')
+        if not sep or not dataset or not mark or any(c in mark for c in '@,/%#'):
+            raise ValueError(f'refusing to destroy {full_name!r}: not a single bookmark')
+        self.run('destroy', full_name)
+
+    def send_estimate(self, send_args: t.Sequence[str], raw: bool) -> CommandResult:
+        """``zfs send -nvP``: what a send would transfer; the caller reads rc and the size."""
+        return self.runner.run(estimate_argv(send_args, raw, self.zfs), check=False)
 
     def bookmark(self, snapshot: str, bookmark: str) -> None:
         self.run('bookmark', snapshot, bookmark)

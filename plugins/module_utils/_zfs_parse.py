@@ -123,3 +123,24 @@ def version_tuple(version: str | None) -> tuple[int, ...]:
     if not version:
         return ()
     return tuple(int(p) for p in re.findall(r'\d+', version)[:3])
+
+
+# `zfs send -t` reports a token it cannot use with one of these
+_STALE_TOKEN_HINTS = ('no longer exists', 'used in the initial send', 'is corrupt', 'no longer the same snapshot',
+                      'does not exist')
+
+
+def parse_send_size(output: str) -> int | None:
+    """Total of ``zfs send -nvP``: its ``size`` line."""
+    size = None
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == 'size' and fields[1].isdigit():
+            size = int(fields[1])
+    return size
+
+
+def is_stale_token_error(stderr: str) -> bool:
+    """``zfs send -t`` refused the token because what it refers to is gone or changed."""
+    text = stderr.lower()
+    return any(hint in text for hint in _STALE_TOKEN_HINTS)

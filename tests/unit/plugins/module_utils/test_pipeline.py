@@ -15,18 +15,16 @@ import typing as t
 
 import pytest
 
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import estimate_argv, receive_argv, send_argv
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import (
     PipelineError,
     StageResult,
     culprit,
     describe,
-    estimate_argv,
     expand,
     mbuffer_argv,
-    receive_argv,
     receiver_stages,
     run_pipeline,
-    send_argv,
     sender_stages,
 )
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import (

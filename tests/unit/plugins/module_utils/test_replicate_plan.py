@@ -10,6 +10,7 @@ import typing as t
 import pytest
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _zfs_parse as parse
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs_parse import is_stale_token_error, parse_send_size
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_plan import (
     DatasetPlan,
     Selection,
@@ -17,10 +18,8 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_plan 
     bookmark_suffix,
     common_snapshot,
     hold_tag,
-    is_stale_token_error,
     map_targets,
     outer_roots,
-    parse_send_size,
     plan_bookmark,
     plan_dataset,
     plan_holds,

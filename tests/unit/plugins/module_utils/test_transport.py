@@ -11,13 +11,12 @@ import subprocess
 
 import pytest
 
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _transport
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _transport_factory
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import (
     RC_MARKER,
     LocalSegment,
     SshOptions,
     Stage,
-    make_transport,
     quote_argv,
     remote_command,
     remote_script,
@@ -26,6 +25,7 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport impor
     validate_ssh_options,
     which_argv,
 )
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_factory import make_transport
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_local import LocalTransport
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh import OpenSshTransport
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_paramiko import ParamikoTransport
@@ -124,10 +124,10 @@ def test_which_argv_passes_the_name_as_an_argument() -> None:
 
 def test_factory(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(make_transport(None), LocalTransport)
-    monkeypatch.setattr(_transport.shutil, 'which', lambda name: '/usr/bin/ssh')
+    monkeypatch.setattr(_transport_factory.shutil, 'which', lambda name: '/usr/bin/ssh')
     assert isinstance(make_transport('backup'), OpenSshTransport)
     assert isinstance(make_transport('backup', 'paramiko'), ParamikoTransport)
-    monkeypatch.setattr(_transport.shutil, 'which', lambda name: None)
+    monkeypatch.setattr(_transport_factory.shutil, 'which', lambda name: None)
     assert isinstance(make_transport('backup'), ParamikoTransport)
     with pytest.raises(ValidationError, match='ssh client binary'):
         make_transport('backup', 'openssh')
@@ -140,7 +140,7 @@ def test_factory(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_factory_without_anything(monkeypatch: pytest.MonkeyPatch) -> None:
     from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _transport_paramiko
 
-    monkeypatch.setattr(_transport.shutil, 'which', lambda name: None)
+    monkeypatch.setattr(_transport_factory.shutil, 'which', lambda name: None)
     monkeypatch.setattr(_transport_paramiko, 'HAS_PARAMIKO', False)
     with pytest.raises(ValidationError, match='neither'):
         make_transport('backup')
