@@ -87,3 +87,14 @@ class ZfsCommandError(Exception):
 
 class ValidationError(ValueError):
     """Bad input, detected before anything is changed."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived: stop every stage, keep resumable state, report what was being done.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f'interrupted by signal {signum}')
