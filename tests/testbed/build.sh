@@ -2,30 +2,39 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) pyzfsautosnap contributors
 #
-# Builds (or finds in the cache) a bootable Debian 12 guest with real OpenZFS:
+# Builds (or finds in the cache) a bootable Debian guest with real OpenZFS:
 # kernel + initrd, ext4 root image with zfsutils/ssh/mbuffer/sanoid, and
-# spl.ko/zfs.ko built on this host against Debian's headers of that kernel.
+# spl.ko/zfs.ko built against Debian's headers of that kernel with the compiler
+# that kernel was built with: the host's gcc-12 for Debian 12 guests, gcc-14 in a
+# cached Debian 13 build root for Debian 13 guests.
 #
-#   tests/testbed/build.sh            # ZFS_SERIES=2.3 (bookworm-backports)
-#   ZFS_SERIES=2.1 tests/testbed/build.sh   # bookworm contrib
+#   tests/testbed/build.sh            # ZFS_SERIES=2.3 (Debian 12, bookworm-backports)
+#   ZFS_SERIES=2.1 tests/testbed/build.sh   # Debian 12, bookworm contrib
+#   ZFS_SERIES=2.4 tests/testbed/build.sh   # Debian 13, trixie-backports contrib
 #
 # Prints the cache directory of the finished build on its last line.
 set -euo pipefail
 
 ZFS_SERIES=${ZFS_SERIES:-2.3}
 CACHE_ROOT=${TESTBED_CACHE:-/var/cache/pyzfsautosnap-testbed}
-# Bump when anything below changes what ends up in the image.
-RECIPE_REV=4
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 JOBS=${JOBS:-$(nproc)}
 
+# RECIPE_REV is per series: bump it when anything below changes what ends up in that series' image.
 case "$ZFS_SERIES" in
-  2.3) ZFS_SUITE=bookworm-backports ;;
-  2.1) ZFS_SUITE=bookworm ;;
-  *) echo "ZFS_SERIES must be 2.3 or 2.1, not '$ZFS_SERIES'" >&2; exit 2 ;;
+  2.4) RELEASE=trixie ZFS_SUITE=trixie-backports RECIPE_REV=1 ;;
+  2.3) RELEASE=bookworm ZFS_SUITE=bookworm-backports RECIPE_REV=4 ;;
+  2.1) RELEASE=bookworm ZFS_SUITE=bookworm RECIPE_REV=4 ;;
+  *) echo "ZFS_SERIES must be 2.4, 2.3 or 2.1, not '$ZFS_SERIES'" >&2; exit 2 ;;
 esac
+SOURCES=(
+  "deb [signed-by=$KEYRING] $MIRROR $RELEASE main contrib"
+  "deb [signed-by=$KEYRING] $MIRROR $RELEASE-updates main contrib"
+  "deb [signed-by=$KEYRING] $SECURITY_MIRROR $RELEASE-security main contrib"
+  "deb [signed-by=$KEYRING] $MIRROR $RELEASE-backports main contrib"
+)
 
 log() { printf '[testbed %s] %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -35,17 +44,14 @@ exec 9>"$CACHE_ROOT/.build.lock"
 flock 9
 
 # ---------------------------------------------------------------- private apt
-# A private apt configuration so the host's own sources and state stay untouched.
+# A private apt configuration so the host's own sources and state stay untouched; one per release,
+# so resolving a Debian 13 series never sees (or changes what resolves for) the Debian 12 ones.
 APT_DIR=$CACHE_ROOT/apt
+[ "$RELEASE" = bookworm ] || APT_DIR=$CACHE_ROOT/apt-$RELEASE
 mkdir -p "$APT_DIR"/etc/apt/{apt.conf.d,preferences.d,sources.list.d} "$APT_DIR"/state/lists/partial \
          "$APT_DIR"/cache/archives/partial
 touch "$APT_DIR/state/status"
-cat > "$APT_DIR/etc/apt/sources.list" <<EOF
-deb [signed-by=$KEYRING] $MIRROR bookworm main contrib
-deb [signed-by=$KEYRING] $MIRROR bookworm-updates main contrib
-deb [signed-by=$KEYRING] $SECURITY_MIRROR bookworm-security main contrib
-deb [signed-by=$KEYRING] $MIRROR bookworm-backports main contrib
-EOF
+printf '%s\n' "${SOURCES[@]}" > "$APT_DIR/etc/apt/sources.list"
 APT_OPTS=(-o "Dir::Etc=$APT_DIR/etc/apt" -o "Dir::State=$APT_DIR/state"
           -o "Dir::State::status=$APT_DIR/state/status" -o "Dir::Cache=$APT_DIR/cache"
           -o Debug::NoLocking=1 -o APT::Get::List-Cleanup=0)
@@ -67,13 +73,18 @@ if ! apt-get "${APT_OPTS[@]}" -q update >"$APT_DIR/update.log" 2>&1; then
 fi
 
 # ------------------------------------------------------------ resolve versions
-# Old kernel ABIs vanish from the mirror, so resolve the current ones every time.
+# Old kernel ABIs vanish from the mirror, so resolve the current ones every time. The kernel comes from
+# the release and its security suite (backports has a lower priority, so it is never the candidate).
 KPKG_VERSION=$(papt_cache policy linux-image-amd64 | awk '/Candidate:/ {print $2}')
 KABI=$(papt_cache show "linux-image-amd64=$KPKG_VERSION" | sed -n 's/^Depends: linux-image-\([^ ]*\) .*/\1/p' | head -n1)
 KFLAVOURLESS=${KABI%-amd64}
 ZFS_VERSION=$(papt_cache madison zfs-dkms | awk -v s="$ZFS_SUITE/contrib" '$0 ~ s {print $3; exit}')
 ZFS_UPSTREAM=${ZFS_VERSION%%-*}
-if [ -z "$KABI" ] || [ -z "$ZFS_VERSION" ]; then log "could not resolve kernel ($KABI) or zfs ($ZFS_VERSION)"; exit 1; fi
+# linux-kbuild is named per kernel series on Debian 12 (linux-kbuild-6.1), per ABI on Debian 13
+KBUILD=$(papt_cache show "linux-headers-$KABI=$KPKG_VERSION" 2>/dev/null | sed -n 's/^Depends: .*\(linux-kbuild-[^ ,]*\).*/\1/p' | head -n1)
+if [ -z "$KABI" ] || [ -z "$ZFS_VERSION" ] || [ -z "$KBUILD" ]; then
+  log "could not resolve kernel ($KABI, $KBUILD) or zfs ($ZFS_VERSION)"; exit 1
+fi
 
 KEY="${KABI}_${KPKG_VERSION}_zfs${ZFS_VERSION}_r${RECIPE_REV}"
 KEY=${KEY//[^A-Za-z0-9._+-]/_}
@@ -92,20 +103,50 @@ trap 'rm -rf "$WORK"' EXIT
 # ------------------------------------------------------------ kernel modules
 ( cd "$WORK/debs" && apt-get "${APT_OPTS[@]}" -q download \
     "zfs-dkms=$ZFS_VERSION" "linux-headers-$KABI=$KPKG_VERSION" \
-    "linux-headers-$KFLAVOURLESS-common=$KPKG_VERSION" "linux-kbuild-6.1=$KPKG_VERSION" ) >&2
-for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/src"; done
-
-HDR=$WORK/src/usr/src/linux-headers-$KABI
-COMMON=$WORK/src/usr/src/linux-headers-$KFLAVOURLESS-common
-# The flavour's Makefile includes the -common tree by its absolute /usr/src path.
-sed -i "s#/usr/src/linux-headers-$KFLAVOURLESS-common#$COMMON#g" "$HDR/Makefile"
-ZSRC=$WORK/src/usr/src/zfs-$ZFS_UPSTREAM
-log "building spl.ko/zfs.ko from $ZSRC"
-( cd "$ZSRC" \
-  && ./configure --with-config=kernel --with-linux="$COMMON" --with-linux-obj="$HDR" >"$WORK/configure.log" 2>&1 \
-  && make -j"$JOBS" >"$WORK/make.log" 2>&1 ) || { tail -n 40 "$WORK"/configure.log "$WORK"/make.log >&2; exit 1; }
+    "linux-headers-$KFLAVOURLESS-common=$KPKG_VERSION" "$KBUILD=$KPKG_VERSION" ) >&2
 mkdir -p "$OUT/modules"
-find "$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
+if [ "$RELEASE" = bookworm ]; then
+  # the host is Debian 12 too: its gcc-12 is the compiler this kernel was built with
+  for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/src"; done
+  HDR=$WORK/src/usr/src/linux-headers-$KABI
+  COMMON=$WORK/src/usr/src/linux-headers-$KFLAVOURLESS-common
+  # The flavour's Makefile includes the -common tree by its absolute /usr/src path.
+  sed -i "s#/usr/src/linux-headers-$KFLAVOURLESS-common#$COMMON#g" "$HDR/Makefile"
+  ZSRC=$WORK/src/usr/src/zfs-$ZFS_UPSTREAM
+  log "building spl.ko/zfs.ko from $ZSRC"
+  ( cd "$ZSRC" \
+    && ./configure --with-config=kernel --with-linux="$COMMON" --with-linux-obj="$HDR" >"$WORK/configure.log" 2>&1 \
+    && make -j"$JOBS" >"$WORK/make.log" 2>&1 ) || { tail -n 40 "$WORK"/configure.log "$WORK"/make.log >&2; exit 1; }
+  find "$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
+else
+  # A newer release's kernel wants its own compiler (gcc-14 on Debian 13): build in a root of that
+  # release with its compiler and this kernel's headers unpacked at their real paths. It depends on
+  # the kernel only, so it is cached per kernel ABI and version and reused across zfs versions.
+  BROOT=$CACHE_ROOT/buildroot-${RELEASE}_${KABI}_${KPKG_VERSION}_r${RECIPE_REV}
+  BROOT=${BROOT//[^A-Za-z0-9._+\/-]/_}
+  if [ ! -f "$BROOT/done" ]; then
+    log "mmdebstrap $RELEASE build root $BROOT"
+    rm -rf "$BROOT"
+    mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "false"' --keyring="$KEYRING" \
+      --include=gcc,gcc-14,make,libc6-dev,libelf-dev,dwarves,bc,kmod \
+      "$RELEASE" "$BROOT/root" "${SOURCES[@]}" >"$WORK/buildroot.log" 2>&1 \
+      || { tail -n 40 "$WORK/buildroot.log" >&2; exit 1; }
+    for deb in "$WORK"/debs/linux-*.deb; do dpkg-deb -x "$deb" "$BROOT/root"; done
+    touch "$BROOT/done"
+  fi
+  BUILD=$BROOT/root/build
+  rm -rf "$BUILD"
+  mkdir -p "$BUILD"
+  dpkg-deb -x "$WORK"/debs/zfs-dkms_*.deb "$BUILD"
+  ZSRC=/build/usr/src/zfs-$ZFS_UPSTREAM
+  log "building spl.ko/zfs.ko from $ZSRC in $BROOT"
+  chroot "$BROOT/root" /bin/sh -ec "cd $ZSRC
+    ./configure --with-config=kernel --with-linux=/usr/src/linux-headers-$KFLAVOURLESS-common \
+      --with-linux-obj=/usr/src/linux-headers-$KABI >/build/configure.log 2>&1
+    make -j$JOBS >/build/make.log 2>&1" || { tail -n 40 "$BUILD"/configure.log "$BUILD"/make.log >&2; exit 1; }
+  find "$BROOT/root$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
+  rm -rf "$BUILD"
+fi
 if [ ! -f "$OUT/modules/zfs.ko" ] || [ ! -f "$OUT/modules/spl.ko" ]; then log "zfs.ko/spl.ko missing after build"; exit 1; fi
 
 # ------------------------------------------------------------------ root fs
@@ -126,11 +167,7 @@ mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "fals
   --setup-hook="mkdir -p \"\$1/etc/apt/preferences.d\" && cp $WORK/prefs/zfs.pref \"\$1/etc/apt/preferences.d/\"" \
   --include="$PACKAGES" \
   --customize-hook="$(dirname "$0")/guest-setup.sh \"\$1\" $KABI $OUT/modules" \
-  bookworm "$ROOT" \
-  "deb [signed-by=$KEYRING] $MIRROR bookworm main contrib" \
-  "deb [signed-by=$KEYRING] $MIRROR bookworm-updates main contrib" \
-  "deb [signed-by=$KEYRING] $SECURITY_MIRROR bookworm-security main contrib" \
-  "deb [signed-by=$KEYRING] $MIRROR bookworm-backports main contrib" >"$WORK/mmdebstrap.log" 2>&1 \
+  "$RELEASE" "$ROOT" "${SOURCES[@]}" >"$WORK/mmdebstrap.log" 2>&1 \
   || { tail -n 40 "$WORK/mmdebstrap.log" >&2; exit 1; }
 
 cp "$ROOT/boot/vmlinuz-$KABI" "$OUT/vmlinuz"
