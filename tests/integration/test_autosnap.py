@@ -11,6 +11,8 @@ import concurrent.futures
 import datetime as dt
 import re
 
+import pytest
+
 from playbook import run_play
 
 GUEST = 'zfsguest'
@@ -51,6 +53,7 @@ def old_daily(day: int) -> str:
     return f'zfs-auto-snap_daily-2026-10-{day:02d}-0000'
 
 
+@pytest.mark.smoke
 def test_first_run_creates_atomically_second_run_is_noop(bed, dataset):
     make_tree(bed, dataset)
     for _attempt in range(3):
@@ -93,6 +96,7 @@ def test_check_mode_predicts_the_real_run_exactly(bed, dataset):
     assert set(real['created']) <= set(after)
 
 
+@pytest.mark.smoke
 def test_pruning_spares_held_cloned_newest_and_foreign(bed, dataset):
     ds = f'{dataset}/data'
     bed.sh(GUEST, f'''

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from playbook import run_play
 
 AUTOSNAP = 'pyzfsautosnap.zfs.zfs_autosnap'
@@ -18,6 +20,7 @@ def guids(pair, host: str, root: str) -> dict[str, int]:
     return {line.split('\t')[0][len(root):]: int(line.split('\t')[1]) for line in out.splitlines()}
 
 
+@pytest.mark.smoke
 def test_client_snapshots_push_and_pull_to_target(pair):
     pair.sh('client', '''
         zfs create -p tank/srv/www

@@ -66,6 +66,7 @@ def target_root(dataset: str) -> str:
     return 'zfsbackups/' + dataset.split('/', 1)[1]
 
 
+@pytest.mark.smoke
 def test_local_full_then_incremental_then_noop(bed, dataset):
     seed(bed, dataset)
     troot = target_root(dataset)
@@ -104,7 +105,8 @@ def test_local_full_then_incremental_then_noop(bed, dataset):
     assert [d['action'] for d in again['datasets']] == ['none', 'none']
 
 
-@pytest.mark.parametrize('transport,compression', [('openssh', 'zstd'), ('paramiko', 'lz4')])
+@pytest.mark.parametrize('transport,compression', [pytest.param('openssh', 'zstd', marks=pytest.mark.smoke),
+                                                   pytest.param('paramiko', 'lz4', marks=pytest.mark.smoke)])
 def test_push_over_ssh(bed, dataset, transport, compression):
     seed(bed, dataset)
     troot = target_root(dataset)
@@ -117,6 +119,7 @@ def test_push_over_ssh(bed, dataset, transport, compression):
     assert replicate(bed, **params)['changed'] is False
 
 
+@pytest.mark.smoke
 def test_pull_from_source_host(bed, dataset):
     seed(bed, dataset)
     troot = target_root(dataset)
@@ -150,6 +153,7 @@ def receive_progress(bed) -> tuple[int, int]:
     return int(out[0]), int(out[1] or 0)
 
 
+@pytest.mark.smoke
 def test_cut_stream_resumes_and_matches(bed, dataset):
     seed(bed, dataset, days=(1,), megabytes=64)
     troot = target_root(dataset)
@@ -241,3 +245,35 @@ def test_non_root_receive_user(bed, dataset):
     incr = replicate(bed, **params)
     assert not incr.get('failed'), incr
     assert {d['action'] for d in incr['datasets']} == {'incremental'}
+
+
+@pytest.mark.requires_zfs('receive:append')
+def test_receive_append_user_replicates_but_cannot_roll_back(bed, dataset):
+    """The append-only delegation of docs/permissions.md: new snapshots arrive, history cannot be rolled back."""
+    seed(bed, dataset)
+    troot = target_root(dataset)
+    replica = f'{troot}/{dataset}/data'
+    bed.sh(GUEST, f'''
+        id zfsappend >/dev/null 2>&1 || useradd -m -s /bin/sh zfsappend
+        install -d -m 700 -o zfsappend -g zfsappend ~zfsappend/.ssh
+        install -m 600 -o zfsappend -g zfsappend /root/.ssh/id_ed25519.pub ~zfsappend/.ssh/authorized_keys
+        zfs create -p -o canmount=off {troot}
+        zfs allow -u zfsappend create,mount,receive:append,readonly,canmount,userprop,hold,release {troot}
+    ''')
+    params = {'datasets': [f'{dataset}/data'], 'recursive': True, 'target_root': troot, 'target_host': 'localhost',
+              'ssh_user': 'zfsappend'}
+    full = replicate(bed, **params)
+    assert not full.get('failed'), full
+    assert snap_guids(bed, replica) == snap_guids(bed, f'{dataset}/data')
+    bed.sh(GUEST, f'echo 03 >> /{dataset}/data/log.txt; zfs snapshot -r {dataset}/data@zfs-auto-snap_daily-2026-11-03-0000')
+    incr = replicate(bed, **params)
+    assert not incr.get('failed'), incr
+    assert {d['action'] for d in incr['datasets']} == {'incremental'}
+    assert snap_guids(bed, replica) == snap_guids(bed, f'{dataset}/data')
+
+    bed.sh(GUEST, f'zfs snapshot {replica}@made-on-target; '
+                  f'echo 04 >> /{dataset}/data/log.txt; zfs snapshot -r {dataset}/data@zfs-auto-snap_daily-2026-11-04-0000')
+    before = snap_guids(bed, troot)
+    forced = replicate(bed, force_rollback=True, **params)
+    assert forced.get('failed') is True, forced
+    assert snap_guids(bed, troot) == before

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
 
+
+@pytest.mark.smoke
 def test_guest_runs_requested_openzfs(bed):
     out = bed.ssh('zfsguest', ['zfs', 'version']).stdout
     series = os.environ.get('ZFS_SERIES', '2.3')

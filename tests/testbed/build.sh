@@ -127,6 +127,7 @@ else
   if [ ! -f "$BROOT/done" ]; then
     log "mmdebstrap $RELEASE build root $BROOT"
     rm -rf "$BROOT"
+    mkdir -p "$BROOT"
     mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "false"' --keyring="$KEYRING" \
       --include=gcc,gcc-14,make,libc6-dev,libelf-dev,dwarves,bc,kmod \
       "$RELEASE" "$BROOT/root" "${SOURCES[@]}" >"$WORK/buildroot.log" 2>&1 \
