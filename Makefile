@@ -2,8 +2,8 @@
 # Copyright (c) pyzfsautosnap contributors
 #
 #   make demo          boot the OpenZFS guests and show the collection at work
-#   make test          lint + sanity + units + ansible-lint + integration on OpenZFS 2.3 and 2.1
-#   make lint | sanity | units | ansible-lint | integration [ZFS_SERIES=2.3|2.1]
+#   make test          lint + sanity + units + ansible-lint + integration on OpenZFS 2.4, 2.3 and 2.1
+#   make lint | sanity | units | ansible-lint | integration [ZFS_SERIES=2.4|2.3|2.1]
 #   make vm-shell      a root shell in a fresh guest (stops when the shell exits)
 
 SHELL := /bin/bash
@@ -14,8 +14,10 @@ BIN := $(VENV)/bin
 STAMP_DEPS := $(VENV)/.deps-$(shell cat tests/requirements-dev.txt tests/unit/requirements.txt tests/apt-packages.txt 2>/dev/null | sha1sum | cut -c1-12)
 COLLECTION := $(CURDIR)/.build/staged/ansible_collections/pyzfsautosnap/zfs
 LINKROOT := $(CURDIR)/.build/link
-ZFS_SERIES ?= 2.3
-ZFS_SERIES_ALL ?= 2.3 2.1
+ZFS_SERIES ?= 2.4
+ZFS_SERIES_ALL ?= 2.4 2.3 2.1
+# auto: the full suite on the newest series, the smoke subset on the others (tests/integration/conftest.py)
+INTEGRATION_SUBSET ?= auto
 PYTEST_ARGS ?=
 # the sizes the figures in README.md were measured with; the scripts default to the specified ones
 BENCH_AUTOSNAP_ARGS ?= --datasets 100 --snapshots 30 --prune 5 --repeat 3
@@ -41,7 +43,10 @@ $(STAMP_DEPS): tests/requirements-dev.txt tests/apt-packages.txt
 demo: deps stage-link
 	$(BIN)/python tests/demo/demo.py
 
-test: lint sanity units ansible-lint integration-all
+# Each phase timed; a per-phase table is printed at the end, also when a phase fails.
+test:
+	tests/utils/phases.sh '$(MAKE)' deps lint sanity units ansible-lint \
+	  $(foreach series,$(ZFS_SERIES_ALL),testbed-$(series) integration-$(series))
 
 lint: deps
 	$(BIN)/ruff check plugins tests bench
@@ -64,12 +69,17 @@ units: stage
 ansible-lint: deps stage-link
 	$(BIN)/ansible-lint --offline --profile production
 
-# One OpenZFS series (ZFS_SERIES=2.3 or 2.1) on real kernel code in QEMU guests.
+# One OpenZFS series (ZFS_SERIES=2.4, 2.3 or 2.1) on real kernel code in QEMU guests;
+# INTEGRATION_SUBSET=full runs every test on any series.
 integration: deps stage-link
-	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python -m pytest -p no:cacheprovider tests/integration -v -rs $(PYTEST_ARGS)
+	ZFS_SERIES=$(ZFS_SERIES) INTEGRATION_SUBSET=$(INTEGRATION_SUBSET) \
+	  $(BIN)/python -m pytest -p no:cacheprovider tests/integration -v -rs --durations=15 $(PYTEST_ARGS)
 
 integration-all: deps
 	for series in $(ZFS_SERIES_ALL); do $(MAKE) --no-print-directory integration ZFS_SERIES=$$series; done
+
+integration-%: deps
+	$(MAKE) --no-print-directory integration ZFS_SERIES=$*
 
 # Integration runs use the working tree itself through a symlinked collection path.
 stage-link:
@@ -78,6 +88,9 @@ stage-link:
 
 testbed: deps
 	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python tests/testbed/vm.py build
+
+testbed-%: deps
+	$(MAKE) --no-print-directory testbed ZFS_SERIES=$*
 
 vm-shell: deps
 	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python tests/testbed/vm.py shell --shape $(or $(SHAPE),single)

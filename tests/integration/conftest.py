@@ -45,7 +45,7 @@ FEATURE_PROBES = {
 
 
 def series() -> str:
-    return os.environ.get('ZFS_SERIES', '2.3')
+    return os.environ.get('ZFS_SERIES', '2.4')
 
 
 def subset() -> str:

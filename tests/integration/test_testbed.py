@@ -15,7 +15,7 @@ import pytest
 @pytest.mark.smoke
 def test_guest_runs_requested_openzfs(bed):
     out = bed.ssh('zfsguest', ['zfs', 'version']).stdout
-    series = os.environ.get('ZFS_SERIES', '2.3')
+    series = os.environ.get('ZFS_SERIES', '2.4')
     assert f'zfs-{series}.' in out, out
     assert f'zfs-kmod-{series}.' in out, out
     pools = bed.ssh('zfsguest', ['zpool', 'list', '-H', '-o', 'name']).stdout.split()

@@ -68,7 +68,7 @@ ERRORS = {
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument('--zfs', dest='series', default=os.environ.get('ZFS_SERIES', '2.3'))
+    parser.add_argument('--zfs', dest='series', default=os.environ.get('ZFS_SERIES', '2.4'))
     args = parser.parse_args()
     outdir = os.path.join(OUT, f'zfs-{args.series}')
     os.makedirs(outdir, exist_ok=True)

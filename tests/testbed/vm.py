@@ -162,7 +162,7 @@ class Testbed:
         if shape not in ('single', 'pair'):
             raise ValueError(f'unknown shape {shape!r}')
         self.shape = shape
-        self.zfs_series = zfs_series or os.environ.get('ZFS_SERIES', '2.3')
+        self.zfs_series = zfs_series or os.environ.get('ZFS_SERIES', '2.4')
         self.memory_mb = memory_mb or (3072 if shape == 'single' else 2048)
         self.rundir = ''
         self.image = ''
@@ -352,7 +352,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('command', choices=['build', 'shell', 'info', 'reap'])
     parser.add_argument('--shape', choices=['single', 'pair'], default='single')
-    parser.add_argument('--zfs', dest='zfs_series', default=os.environ.get('ZFS_SERIES', '2.3'))
+    parser.add_argument('--zfs', dest='zfs_series', default=os.environ.get('ZFS_SERIES', '2.4'))
     args = parser.parse_args(argv)
     _terminate_on_signals()
     if args.command == 'build':
