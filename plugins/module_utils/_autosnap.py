@@ -21,7 +21,7 @@ from ._autosnap_plan import AutosnapConfig, Plan, build_plan, diff_text, make_co
 from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, LockTimeout, locked
 from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
 from ._validate import reject_shell_metachars, validate_pool_name
-from ._zfs import CommandResult, Runner, Zfs, batch_by_size
+from ._zfs import CommandResult, Runner, Zfs, batch_by_size, destroy_groups
 from ._selection import property_columns
 
 __all__ = ['AutosnapConfig', 'LockTimeout', 'ValidationError', 'ZfsCommandError', 'make_config',
@@ -107,7 +107,7 @@ def destroy_with_retry(zfs: Zfs, dataset: str, names: t.Sequence[str]) -> tuple[
     """
     destroyed: list[str] = []
     skipped: list[dict[str, str]] = []
-    pending = [list(names)]
+    pending = destroy_groups(dataset, names)
     while pending:
         group = pending.pop(0)
         res = zfs.destroy_snapshots(dataset, group)

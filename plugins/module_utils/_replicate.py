@@ -34,7 +34,7 @@ from ._transport import TRANSPORTS, SshOptions, Transport, which_argv
 from ._transport_factory import make_transport
 from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
 from ._validate import reject_shell_metachars, validate_dataset_name, validate_int
-from ._zfs import Zfs, receive_argv, send_argv
+from ._zfs import Zfs, destroy_groups, receive_argv, send_argv
 from ._zfs_parse import is_stale_token_error, parse_send_size
 
 COMPRESSIONS = ('none', 'zstd', 'lz4')
@@ -553,9 +553,10 @@ class _Run:
             doomed = plan_target_prune(d.tgt_snaps or [], self.p.target_retention, self.selection, {common.guid})
             res['pruned'] = [s.full_name for s in doomed]
             if doomed and not self.check_mode:
-                out = self.dst.destroy_snapshots(plan.target, [s.name for s in doomed])
-                if out.rc != 0:
-                    self.warnings.append(f'{plan.target}: pruning failed: {out.stderr.strip()}')
+                for group in destroy_groups(plan.target, [s.name for s in doomed]):
+                    out = self.dst.destroy_snapshots(plan.target, group)
+                    if out.rc != 0:
+                        self.warnings.append(f'{plan.target}: pruning failed: {out.stderr.strip()}')
 
 
 def replicate(params: ReplicateParams | t.Mapping[str, t.Any], *, check_mode: bool = False,

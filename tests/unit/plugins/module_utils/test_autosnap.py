@@ -345,3 +345,19 @@ def test_cli_runs_from_a_standalone_copy(tmp_path: t.Any) -> None:
     assert 'ansible' not in proc.stderr.lower()
     result = json.loads(proc.stdout)
     assert proc.returncode == _cli.EXIT_FAILED and result['failed'] is True and result['rc'] == 127
+
+
+def test_prune_of_thousands_splits_by_argument_size(tmp_path: t.Any) -> None:
+    # past the kernel's 128 KiB limit for one argument a single `ds@a,b,...` fails every later run
+    host = FakeZfsHost(['tank', 'tank/adopted'], clock=int(NOW.timestamp()))
+    for back in range(5000, 0, -1):
+        when = NOW - dt.timedelta(minutes=15 * back)
+        host.add_snapshot(f'tank/adopted@{name("frequent", when)}', creation=int(when.timestamp()))
+    result = run(host, tmp_path, roots=['tank/adopted'], policy={'frequent': 4})
+    assert not result.get('failed'), result
+    assert result["created"] == [f"tank/adopted@{name('frequent', NOW)}"]
+    assert len(result['destroyed']) == 5000 - 3
+    destroys = [c for c in host.calls if c[:2] == ['zfs', 'destroy']]
+    assert len(destroys) > 1
+    assert all(len(arg.encode()) < 128 * 1024 for c in destroys for arg in c)
+    assert len([n for n in host.snapshot_names('tank/adopted') if 'frequent' in n]) == 4

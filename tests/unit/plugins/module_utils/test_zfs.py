@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import CommandResult, LocalRunner, Zfs, batch_by_size
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import CommandResult, LocalRunner, Zfs, batch_by_size, destroy_groups
 
 
 class ScriptedRunner:
@@ -122,3 +122,12 @@ def test_local_runner_uses_c_locale_and_argv_without_shell():
     res = runner.run(['printf', '%s|%s', '$(echo no)', 'a;b'])
     assert res.stdout == '$(echo no)|a;b'
     assert runner.env['LC_ALL'] == 'C'
+
+
+@pytest.mark.parametrize('count,limit', [(0, 100), (1, 100), (7, 100), (7, 200), (5000, 64 * 1024)])
+def test_destroy_groups_keep_order_and_stay_under_the_limit(count: int, limit: int) -> None:
+    names = [f'zfs-auto-snap_frequent-2026-01-01-{i:04d}' for i in range(count)]
+    groups = destroy_groups('tank/some/dataset', names, limit=limit)
+    assert [n for g in groups for n in g] == names
+    assert all(len(f'tank/some/dataset@{",".join(g)}'.encode()) <= limit for g in groups)
+    assert all(groups)
