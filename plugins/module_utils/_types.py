@@ -48,6 +48,8 @@ class Dataset:
     properties: t.Mapping[str, str] = dataclasses.field(default_factory=dict)
     written: int | None = None
     receive_resume_token: str | None = None
+    # why its user property values could not be read (a tab in a value); such a dataset is not snapshotted
+    unreadable: str | None = None
 
     @property
     def pool(self) -> str:

@@ -195,7 +195,10 @@ class Zfs:
             argv.extend(['-d', '0'])
         argv.extend(roots or [])
         res = self.run(*argv)
-        datasets = parse.datasets(res.stdout, cols)
+        try:
+            datasets = parse.datasets(res.stdout, cols)
+        except parse.AmbiguousOutput as exc:
+            raise ZfsCommandError([self.zfs, *argv], 0, '', str(exc)) from None
         if not self.features.parsable_list and with_written:
             datasets = self._legacy_fill_numbers(datasets)
         return datasets

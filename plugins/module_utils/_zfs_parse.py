@@ -35,10 +35,62 @@ def _rows(output: str, ncols: int) -> t.Iterator[list[str]]:
 _DATASET_CORE_COLUMNS = ('name', 'type', 'written', 'receive_resume_token')
 
 
+class AmbiguousOutput(ValueError):
+    """zfs output whose rows cannot be told apart (values holding both tabs and newlines)."""
+
+
+def _dataset_rows(output: str, cols: t.Sequence[str]) -> t.Iterator[tuple[list[str], bool]]:
+    """Rows of a dataset listing, and whether the row's user property values are unreadable.
+
+    `zfs list -H` prints user property values raw. A newline in a value continues its row on the next
+    line: joining lines until the row has all its columns reads it exactly. A tab in a value gives a
+    row more columns than asked: the core columns (name, type, ...), which come first and cannot hold
+    either, are still exact, but which value holds the tab is not. Both in one row leave no way to tell
+    where the next row begins, and guessing could invent or lose datasets: that is an error.
+    """
+    ncols = len(cols)
+    lines = output.split('\n')
+    if lines and lines[-1] == '':
+        lines.pop()
+    i = 0
+    while i < len(lines):
+        if not lines[i]:
+            i += 1
+            continue
+        row, joined = lines[i], 0
+        while len(row.split('\t')) < ncols and i + joined + 1 < len(lines):
+            joined += 1
+            row += '\n' + lines[i + joined]
+        fields = row.split('\t')
+        name = fields[0]
+        if len(fields) < ncols or (len(fields) > ncols and joined):
+            raise AmbiguousOutput(f'cannot read the zfs listing at dataset {name!r}: a user property value holds '
+                                  'a tab and a newline (or the output is cut); fix the value with zfs set or zfs inherit')
+        i += joined + 1
+        if len(fields) > ncols:
+            yield fields[:len(_core(cols))] + ['-'] * (ncols - len(_core(cols))), True
+        else:
+            yield fields, False
+
+
+def _core(cols: t.Sequence[str]) -> list[str]:
+    # the engine asks for the core columns first, then user properties
+    out = []
+    for col in cols:
+        if col not in _DATASET_CORE_COLUMNS:
+            break
+        out.append(col)
+    return out
+
+
 def datasets(output: str, columns: t.Sequence[str]) -> list[Dataset]:
     result = []
     cols = list(columns)
-    for fields in _rows(output, len(cols)):
+    seen: set[str] = set()
+    for fields, unreadable in _dataset_rows(output, cols):
+        if fields[0] in seen:
+            raise AmbiguousOutput(f'dataset {fields[0]!r} is listed twice: a user property value holds a forged row')
+        seen.add(fields[0])
         row = dict(zip(cols, fields))
         # user properties, plus any native property a caller asked for (e.g. encryption)
         props = {c: row[c] for c in cols if c not in _DATASET_CORE_COLUMNS}
@@ -49,6 +101,7 @@ def datasets(output: str, columns: t.Sequence[str]) -> list[Dataset]:
             properties=props,
             written=to_int(row['written']) if 'written' in row else None,
             receive_resume_token=token if token not in (None, '-', '') else None,
+            unreadable='a user property value holds a tab' if unreadable else None,
         ))
     return result
 

@@ -23,7 +23,7 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _autosnap
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._autosnap import autosnap, destroy_with_retry
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._lock import LockTimeout, locked
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._naming import format_name
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import Features, ValidationError
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import Features, ValidationError, ZfsCommandError
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import Zfs
 from ansible_collections.pyzfsautosnap.zfs.tests.unit.plugins.module_utils.autosnap_fakes import FakeZfsHost
 
@@ -361,3 +361,22 @@ def test_prune_of_thousands_splits_by_argument_size(tmp_path: t.Any) -> None:
     assert len(destroys) > 1
     assert all(len(arg.encode()) < 128 * 1024 for c in destroys for arg in c)
     assert len([n for n in host.snapshot_names('tank/adopted') if 'frequent' in n]) == 4
+
+
+def test_a_tab_in_a_property_value_skips_that_dataset_only(tmp_path: t.Any) -> None:
+    host = make_host()
+    host.datasets['tank/home'].props['com.sun:auto-snapshot:hourly'] = 'tr\tue'
+    result = run(host, tmp_path)
+    assert not result.get('failed'), result
+    assert not [n for n in result['created'] if n.startswith('tank/home@')]
+    assert {n.split('@')[0] for n in result['created']} == set(host.datasets) - {'tank/home'}
+    assert any('tank/home' in w and 'tab' in w for w in result['warnings']), result['warnings']
+    assert [e['name'] for e in result['excluded']] == ['tank/home']
+
+
+def test_a_tab_and_a_newline_in_one_value_fail_cleanly_before_any_change(tmp_path: t.Any) -> None:
+    host = make_host()
+    host.datasets['tank/home'].props['com.sun:auto-snapshot:hourly'] = 'x\n\t\t\ntank/evil\tfilesystem\ttrue\ttrue'
+    with pytest.raises(ZfsCommandError, match='tank/home'):
+        run(host, tmp_path)
+    assert host.changing_calls() == []

@@ -136,3 +136,33 @@ def test_snapshots_from_get_legacy():
            'tank/a@s1\tuserrefs\t1\n')
     (snap,) = parse.snapshots_from_get(out)
     assert (snap.full_name, snap.guid, snap.createtxg, snap.creation, snap.userrefs) == ('tank/a@s1', 11, 5, 1700000000, 1)
+
+
+ODD_COLS = ['name', 'type', 'com.sun:auto-snapshot', 'com.sun:auto-snapshot:daily']
+
+
+@pytest.mark.parametrize('output,expected', [
+    # a newline in a value continues the row on the next line: read exactly
+    ('tank\tfilesystem\t-\t-\ntank/a\tfilesystem\ttr\nue\t-\ntank/b\tvolume\t-\tfalse\n',
+     [('tank', None, '-'), ('tank/a', None, 'tr\nue'), ('tank/b', None, '-')]),
+    # a tab in a value: the row is known, its values are not
+    ('tank\tfilesystem\t-\t-\ntank/a\tfilesystem\tt\true\t-\ntank/b\tvolume\t-\tfalse\n',
+     [('tank', None, '-'), ('tank/a', 'a user property value holds a tab', '-'), ('tank/b', None, '-')]),
+])
+def test_odd_property_values_are_read_or_marked(output: str, expected: list[tuple[str, str | None, str]]) -> None:
+    got = parse.datasets(output, ODD_COLS)
+    assert [(d.name, d.unreadable, d.properties['com.sun:auto-snapshot']) for d in got] == expected
+    assert [d.type for d in got] == ['filesystem', 'filesystem', 'volume']
+
+
+@pytest.mark.parametrize('output', [
+    # tab and newline together: where the next row begins cannot be told
+    'tank\tfilesystem\t-\t-\ntank/a\tfilesystem\tx\n\t\t\ntank/evil\tfilesystem\ttrue\ttrue\n',
+    # a value forging the row of another dataset
+    'tank\tfilesystem\t-\t-\ntank/a\tfilesystem\t-\tx\ntank\tfilesystem\ttrue\ttrue\n',
+    # cut output
+    'tank\tfilesystem\t-\n',
+])
+def test_ambiguous_listing_is_an_error_not_a_guess(output: str) -> None:
+    with pytest.raises(parse.AmbiguousOutput):
+        parse.datasets(output, ODD_COLS)
