@@ -148,6 +148,11 @@ notes:
     property is V(true).
   - On zfs command line tools that cannot take several snapshots in one call, snapshots are taken one by one and a
     warning says they are not atomic.
+  - A dataset whose C(com.sun:auto-snapshot*) value holds a tab is excluded with a warning (which value holds it
+    cannot be known); a newline in a value is read as part of it. A listing that cannot be read unambiguously
+    (a tab and a newline in one value) fails the run before any change.
+  - Expired snapshots are destroyed with one C(zfs destroy ds@a,b,c) per dataset, split so that the argument stays
+    under the kernel's 128 KiB limit for one argument.
 seealso:
   - name: zfs-auto-snapshot
     description: The script whose naming, selection and rotation rules this module follows.
