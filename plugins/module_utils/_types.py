@@ -48,6 +48,8 @@ class Dataset:
     properties: t.Mapping[str, str] = dataclasses.field(default_factory=dict)
     written: int | None = None
     receive_resume_token: str | None = None
+    # `zfs get` SOURCE of some of those properties ('local', 'inherited from tank', ...); only asked for when needed
+    sources: t.Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def pool(self) -> str:
