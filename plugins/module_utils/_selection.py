@@ -44,15 +44,10 @@ def property_columns(labels: t.Iterable[str]) -> list[str]:
     return [GENERIC_PROPERTY, *(label_property(label) for label in labels)]
 
 
-def _unset(raw: str | None) -> bool:
-    return raw is None or raw.strip() in ('', '-')
-
-
 def read_value(raw: str | None) -> bool | None:
     """True, False or None (counts as unset), by substring as the script's awk does."""
-    if _unset(raw):
+    if raw is None or raw.strip() in ('', '-'):
         return None
-    assert raw is not None
     value = raw.lower()
     if 'false' in value:
         return False

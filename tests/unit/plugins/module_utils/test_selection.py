@@ -317,8 +317,8 @@ def test_each_dataset_is_decided_on_its_own_properties() -> None:
     ]
     selected, excluded, warnings = select(datasets, ['daily'], default_exclude=True)
     assert selected == {'daily': ['tank/a']}
-    assert excluded == [{'name': 'tank/a/b', 'reason': 'daily: default_exclude and neither com.sun:auto-snapshot '
-                                                        'nor com.sun:auto-snapshot:daily is true'}]
+    reason = 'daily: default_exclude and neither com.sun:auto-snapshot nor com.sun:auto-snapshot:daily is true'
+    assert excluded == [{'name': 'tank/a/b', 'reason': reason}]
     assert len(warnings) == 1 and 'tank/a/b' in warnings[0]
 
 
