@@ -22,7 +22,7 @@ from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, LockTimeout, locked
 from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
 from ._validate import reject_shell_metachars, validate_pool_name
 from ._zfs import CommandResult, Runner, Zfs, batch_by_size, destroy_groups
-from ._selection import property_columns
+from ._selection import needs_sources, property_columns
 
 __all__ = ['AutosnapConfig', 'LockTimeout', 'ValidationError', 'ZfsCommandError', 'make_config',
            'run_autosnap', 'autosnap', 'execute_plan', 'destroy_with_retry', 'list_state', 'utcnow']
@@ -80,8 +80,18 @@ def list_state(zfs: Zfs, config: AutosnapConfig, roots: t.Sequence[str]) -> tupl
         if 'does not exist' in exc.stderr:
             raise ValidationError(f'a root does not exist: {exc.stderr.strip()}') from exc
         raise
+    datasets = _with_sources(zfs, _unique_by(datasets, lambda d: d.name), config.labels)
     snapshots = zfs.list_snapshots(roots, config.recursive)
-    return _unique_by(datasets, lambda d: d.name), _unique_by(snapshots, lambda s: s.full_name)
+    return datasets, _unique_by(snapshots, lambda s: s.full_name)
+
+
+def _with_sources(zfs: Zfs, datasets: list[Dataset], labels: t.Sequence[str]) -> list[Dataset]:
+    # where a property is set matters only when the two disagree: one more `zfs get`, and only then
+    names = needs_sources(datasets, labels)
+    if not names:
+        return datasets
+    sources = zfs.property_sources(names, property_columns(labels))
+    return [dataclasses.replace(ds, sources=sources[ds.name]) if ds.name in sources else ds for ds in datasets]
 
 
 def _blamed(stderr: str, dataset: str, names: t.Sequence[str]) -> dict[str, str]:

@@ -50,6 +50,8 @@ class Dataset:
     receive_resume_token: str | None = None
     # why its user property values could not be read (a tab in a value); such a dataset is not snapshotted
     unreadable: str | None = None
+    # `zfs get` SOURCE of some of those properties ('local', 'inherited from tank', ...); only asked for when needed
+    sources: t.Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def pool(self) -> str:

@@ -246,6 +246,23 @@ class Zfs:
                 snaps.extend(parse.snapshots_from_get(res.stdout))
         return snaps
 
+    def property_sources(self, names: t.Sequence[str], props: t.Sequence[str]) -> dict[str, dict[str, str]]:
+        """Per dataset, the `zfs get` SOURCE of *props* ('local', 'inherited from tank', '-', ...).
+
+        A dataset destroyed since the listing is left out; any other failure raises.
+        """
+        argv = ['get', '-H', '-o', 'name,property,source', ','.join(props)]
+        out: dict[str, dict[str, str]] = {}
+        for batch in batch_by_size(names, [self.zfs, *argv]):
+            res = self.run(*argv, *batch, check=False)
+            if res.rc != 0 and 'does not exist' not in res.stderr:
+                raise ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr)
+            for line in res.stdout.splitlines():
+                fields = line.split('\t')
+                if len(fields) == 3:
+                    out.setdefault(fields[0], {})[fields[1]] = fields[2]
+        return out
+
     def exists(self, name: str) -> bool:
         res = self.run('list', '-H', '-o', 'name', name, check=False)
         return res.rc == 0

@@ -21,8 +21,12 @@ description:
   - Snapshots made by the C(zfs-auto-snapshot) script with the same prefix and separator are recognised and rotated
     by the same rules. Snapshots with any other name are never touched.
   - Datasets are selected like the script does, from the effective (inherited) values of the user properties
-    C(com.sun:auto-snapshot) and C(com.sun:auto-snapshot:<label>). A V(false) in either one excludes the dataset
-    from that label; with O(default_exclude=true) only datasets where one of them is V(true) are included.
+    C(com.sun:auto-snapshot) and C(com.sun:auto-snapshot:<label>), read as the script reads them (a value
+    containing V(false) is false, else one containing V(true) is true). V(false) excludes the dataset from that
+    label, V(true) includes it; with both unset it is included, or excluded with O(default_exclude=true).
+  - When the two properties disagree, the one set nearer to the dataset decides (set on the dataset itself beats
+    inherited, a nearer ancestor beats a farther one), and on the same dataset the label's own property decides.
+    The rules, and where they differ from the script, are in C(docs/selection.md) of this collection.
   - All due snapshots of one pool that share a name are created by one C(zfs snapshot) call, so they are atomic.
     Per dataset, the snapshots to prune are destroyed by one C(zfs destroy dataset@a,b,c) call.
   - Never destroys a held snapshot (including holds placed by replication), a snapshot with clones, the newest
@@ -144,8 +148,9 @@ notes:
   - Snapshots whose name lies in the current slot count as the slot's snapshot even if created by hand or by the script.
   - If a managed snapshot of a dataset was created after the current time (the clock went backwards), that
     dataset is not pruned in this run and a warning is returned.
-  - Unlike the script with C(--default-exclude), a label-specific V(false) always excludes, even when the generic
-    property is V(true).
+  - Unlike the script, a disagreement between the two properties is settled by where they are set, not by
+    O(default_exclude), and every dataset is decided on its own properties, never through a recursive snapshot
+    of an ancestor. Values that are not exactly V(true) or V(false) are reported as warnings.
   - On zfs command line tools that cannot take several snapshots in one call, snapshots are taken one by one and a
     warning says they are not atomic.
   - A dataset whose C(com.sun:auto-snapshot*) value holds a tab is excluded with a warning (which value holds it
