@@ -22,9 +22,10 @@ import typing as t
 from ._types import Dataset, Features, Snapshot, ZfsCommandError
 from . import _zfs_parse as parse
 
-# Linux ARG_MAX is 2 MiB including the environment; stay far below it so a
-# batch also fits through ssh and older kernels.
-MAX_ARGV_BYTES = 128 * 1024
+# Linux ARG_MAX is 2 MiB including the environment, but over ssh the whole command line (quoted)
+# becomes one argument of the remote shell, capped at MAX_ARG_STRLEN (128 KiB): half of that leaves
+# room for the quoting and the pipeline stages around it.
+MAX_ARGV_BYTES = 64 * 1024
 
 SNAPSHOT_COLUMNS = ('name', 'guid', 'createtxg', 'creation', 'userrefs', 'clones')
 

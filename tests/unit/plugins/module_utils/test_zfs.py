@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import CommandResult, LocalRunner, Zfs, batch_by_size, destroy_groups
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import remote_command
 
 
 class ScriptedRunner:
@@ -131,3 +132,12 @@ def test_destroy_groups_keep_order_and_stay_under_the_limit(count: int, limit: i
     assert [n for g in groups for n in g] == names
     assert all(len(f'tank/some/dataset@{",".join(g)}'.encode()) <= limit for g in groups)
     assert all(groups)
+
+
+def test_batches_fit_through_a_remote_shell() -> None:
+    # over ssh the quoted command line is one argument of the remote shell, capped at 128 KiB by Linux
+    names = [f"tank/with space/and'quote {i}@zfs-auto-snap_daily-2026-01-01-0000" for i in range(20000)]
+    batches = batch_by_size(names, ['zfs', 'hold', 'pyzfsautosnap:zfsbackups'])
+    assert len(batches) > 1 and [n for b in batches for n in b] == names
+    for batch in batches:
+        assert len(remote_command(['zfs', 'hold', 'pyzfsautosnap:zfsbackups', *batch]).encode()) < 128 * 1024
