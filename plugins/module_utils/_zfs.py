@@ -65,32 +65,18 @@ class LocalRunner:
         return result
 
 
-# Linux caps a single argument at MAX_ARG_STRLEN (128 KiB) whatever ARG_MAX allows, and `ds@a,b,c` is one
-# argument; over ssh the whole command line is one argument of the remote shell. Half of that leaves room.
-MAX_DESTROY_ARG_BYTES = 64 * 1024
+def destroy_groups(dataset: str, names: t.Sequence[str], limit: int = MAX_ARGV_BYTES) -> list[list[str]]:
+    """Split *names* into groups whose one ``dataset@a,b,c`` argument stays under *limit* bytes, order kept.
 
-
-def destroy_groups(dataset: str, names: t.Sequence[str], limit: int = MAX_DESTROY_ARG_BYTES) -> list[list[str]]:
-    """Split *names* into groups whose ``dataset@a,b,c`` argument stays under *limit* bytes, order kept."""
-    groups: list[list[str]] = []
-    current: list[str] = []
-    size = len(dataset.encode('utf-8')) + 1
-    base = size
-    for name in names:
-        cost = len(name.encode('utf-8')) + (1 if current else 0)
-        if current and size + cost > limit:
-            groups.append(current)
-            current, size, cost = [], base, len(name.encode('utf-8'))
-        current.append(name)
-        size += cost
-    if current:
-        groups.append(current)
-    return groups
+    Linux caps a single argument at MAX_ARG_STRLEN (128 KiB) whatever ARG_MAX allows; a comma costs what
+    batch_by_size counts for a separating space.
+    """
+    return batch_by_size(names, [f'{dataset}@'], limit)
 
 
 def batch_by_size(items: t.Sequence[str], fixed: t.Sequence[str], limit: int = MAX_ARGV_BYTES) -> list[list[str]]:
     """Split *items* into batches whose argv (with *fixed* prefix) stays under *limit* bytes."""
-    base = sum(len(a) + 1 for a in fixed)
+    base = sum(len(a.encode('utf-8')) + 1 for a in fixed)
     batches: list[list[str]] = []
     current: list[str] = []
     size = base
@@ -299,7 +285,7 @@ class Zfs:
             if not name or any(c in name for c in '@,/%#'):
                 raise ValueError(f'refusing to destroy an unsafe snapshot name: {name!r}')
         arg = f'{dataset}@{",".join(names)}'
-        if len(arg.encode('utf-8')) > MAX_DESTROY_ARG_BYTES:
+        if len(arg.encode('utf-8')) > MAX_ARGV_BYTES:
             # callers split with destroy_groups; one argument past the kernel's limit fails every later run
             raise ValueError(f'destroy batch of {len(names)} names is too long for one argument; split it with destroy_groups')
         return self.run('destroy', arg, check=False)
