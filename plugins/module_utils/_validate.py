@@ -135,7 +135,7 @@ def validate_int(value: t.Any, what: str, minimum: int | None = None, maximum: i
         raise ValidationError(f'{what} must be >= {minimum}, got {value}')
     if maximum is not None and value > maximum:
         raise ValidationError(f'{what} must be <= {maximum}, got {value}')
-    return value
+    return int(value)
 
 
 def unique(items: t.Iterable[str]) -> list[str]:
