@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing as t
 
 from . import _naming as naming
-from ._autosnap_plan import AutosnapConfig, make_config
+from ._autosnap_plan import EMPTY_POLICY, NO_ROOTS, AutosnapConfig, make_config
 from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT
 from ._options import Option, Schema, to_argv, validate
 from ._types import ValidationError
@@ -43,7 +43,7 @@ SCHEMA = Schema(
     help='Take due zfs-auto-snapshot style snapshots and prune by retention policy.',
     options=(
         Option('roots', 'list', elements='str', flags=('--root',), metavar='DATASET',
-               empty='an empty list would mean no dataset; give datasets, or all_pools for every imported pool',
+               empty=NO_ROOTS,
                help='dataset to consider'),
         Option('all_pools', 'bool', default=False, help='consider every imported pool (instead of roots)'),
         Option('recursive', 'bool', default=True, help='only the roots, not their descendants'),
@@ -51,8 +51,7 @@ SCHEMA = Schema(
                help='fnmatch pattern of dataset names to skip'),
         Option('label', 'str', choices=naming.LABELS, help='single label (with keep), instead of policy'),
         Option('keep', 'int', help='how many snapshots of label to keep'),
-        Option('policy', 'dict', metavar='LABEL=KEEP', empty='give labels with keep counts, or leave policy out '
-               'for the zfs-auto-snapshot defaults', help='label and how many to keep'),
+        Option('policy', 'dict', metavar='LABEL=KEEP', empty=EMPTY_POLICY, help='label and how many to keep'),
         Option('prefix', 'str', default=naming.DEFAULT_PREFIX, help='first part of the snapshot names'),
         Option('separator', 'str', default=naming.DEFAULT_SEPARATOR, flags=('--sep',),
                help='one character between prefix and label'),

@@ -29,6 +29,7 @@ Validator = t.Callable[[t.Any, str], t.Any]
 # whole mapping after every option was checked -> normalised mapping; cross-option rules
 Check = t.Callable[[t.Dict[str, t.Any]], t.Dict[str, t.Any]]
 
+_BOOL_WORDS = {'true': True, 'yes': True, 'on': True, '1': True, 'false': False, 'no': False, 'off': False, '0': False}
 _INT_RE = re.compile(r'[+-]?\d+')
 _FLOAT_RE = re.compile(r'[+-]?(\d+(\.\d*)?|\.\d+)')
 
@@ -213,6 +214,9 @@ def _convert(kind: OptionType, value: t.Any, what: str) -> t.Any:
     if kind == 'bool':
         if isinstance(value, bool):
             return value
+        # what Ansible's own boolean options take, since role variables arrive untyped
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
         raise ValidationError(f'{what} must be true or false, got {value!r}')
     if kind == 'int':
         if isinstance(value, int) and not isinstance(value, bool):
