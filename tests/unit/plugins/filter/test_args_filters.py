@@ -69,7 +69,7 @@ def test_replicate_args() -> None:
     ('replicate_args', _replicate_options.normalise, {'datasets': ['tank/a'], 'target_root': 'z/c', 'target_host': 'a b'}),
 ])
 def test_bad_options_fail_with_the_engines_message(call: str, normalise: t.Callable[..., t.Any],
-                                                    raw: dict[str, t.Any]) -> None:
+                                                   raw: dict[str, t.Any]) -> None:
     with pytest.raises(ValidationError) as engine:
         normalise(raw)
     with pytest.raises(AnsibleFilterError) as info:
