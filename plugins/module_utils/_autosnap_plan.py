@@ -25,7 +25,7 @@ from ._validate import unique, validate_dataset_name, validate_int
 @dataclasses.dataclass(frozen=True)
 class AutosnapConfig:
     policy: t.Mapping[str, int]
-    roots: tuple[str, ...] = ()  # empty: every imported pool
+    roots: tuple[str, ...] = ()  # empty: every imported pool; make_config gives that only for all_pools=True
     recursive: bool = True
     exclude: tuple[str, ...] = ()
     prefix: str = naming.DEFAULT_PREFIX
@@ -47,22 +47,34 @@ def _bool(value: t.Any, what: str) -> bool:
     return value
 
 
-def make_config(*, roots: t.Sequence[str] | None = None, recursive: bool = True, exclude: t.Sequence[str] | None = None,
-                label: str | None = None, keep: int | None = None, policy: t.Mapping[str, t.Any] | None = None,
-                prefix: str = naming.DEFAULT_PREFIX, separator: str = naming.DEFAULT_SEPARATOR,
-                frequent_minutes: int = naming.DEFAULT_FREQUENT_MINUTES, default_exclude: bool = False,
-                skip_unchanged: bool = False, prune: bool = True, snapshot: bool = True) -> AutosnapConfig:
-    """Validate user input into a config; raises ValidationError before anything runs."""
+NO_ROOTS = ('give the datasets to snapshot in roots, or set all_pools to snapshot every imported pool')
+EMPTY_POLICY = ('an empty policy would take and prune nothing; give labels with keep counts, '
+                'or leave policy out for the zfs-auto-snapshot defaults')
+
+
+def make_config(*, roots: t.Sequence[str] | None = None, all_pools: bool = False, recursive: bool = True,
+                exclude: t.Sequence[str] | None = None, label: str | None = None, keep: int | None = None,
+                policy: t.Mapping[str, t.Any] | None = None, prefix: str = naming.DEFAULT_PREFIX,
+                separator: str = naming.DEFAULT_SEPARATOR, frequent_minutes: int = naming.DEFAULT_FREQUENT_MINUTES,
+                default_exclude: bool = False, skip_unchanged: bool = False, prune: bool = True,
+                snapshot: bool = True) -> AutosnapConfig:
+    """Validate user input into a config; raises ValidationError before anything runs.
+
+    An empty value never stands for "everything": ``roots=[]`` and ``policy={}``
+    are refused, and every imported pool is taken only with ``all_pools=True``.
+    """
     if label is not None or keep is not None:
-        if policy:
+        if policy is not None:
             raise ValidationError('give either label and keep, or policy, not both')
         if label is None or keep is None:
             raise ValidationError('label and keep must be given together')
         policy = {label: keep}
-    elif not policy:
+    elif policy is None:
         policy = dict(naming.DEFAULT_POLICY)
     if not isinstance(policy, t.Mapping):
         raise ValidationError(f'policy must be a mapping of label to keep, got {policy!r}')
+    if not policy:
+        raise ValidationError(f'policy must not be empty: {EMPTY_POLICY}')
     checked: dict[str, int] = {}
     for name, count in policy.items():
         naming.validate_label(name)
@@ -70,14 +82,13 @@ def make_config(*, roots: t.Sequence[str] | None = None, recursive: bool = True,
         # so 0 could not be honoured; drop a label from the policy to stop taking it
         checked[name] = validate_int(count, f'keep of label {name!r}', 1)
     ordered = {name: checked[name] for name in naming.LABELS if name in checked}
-    roots = unique(validate_dataset_name(r, 'root') for r in (roots or ()))
     patterns = list(exclude or ())
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern or any(ord(c) < 32 for c in pattern):
             raise ValidationError(f'exclude pattern {pattern!r} must be a non-empty printable string')
-    return AutosnapConfig(
+    config = AutosnapConfig(
         policy=ordered,
-        roots=tuple(roots),
+        roots=(),
         recursive=_bool(recursive, 'recursive'),
         exclude=tuple(patterns),
         prefix=naming.validate_prefix(prefix),
@@ -88,6 +99,20 @@ def make_config(*, roots: t.Sequence[str] | None = None, recursive: bool = True,
         prune=_bool(prune, 'prune'),
         snapshot=_bool(snapshot, 'snapshot'),
     )
+    # roots last: the other messages do not depend on them
+    if _bool(all_pools, 'all_pools'):
+        if roots is not None:
+            raise ValidationError('give roots or all_pools, not both')
+        # AutosnapConfig's empty roots: every imported pool, decided at run time
+        return config
+    if roots is None:
+        raise ValidationError(f'roots is required: {NO_ROOTS}')
+    if isinstance(roots, str) or not isinstance(roots, t.Sequence):
+        raise ValidationError(f'roots must be a list of dataset names, got {roots!r}')
+    if not roots:
+        raise ValidationError(f'roots must not be empty: {NO_ROOTS}')
+    checked_roots = unique(validate_dataset_name(r, 'root') for r in roots)
+    return dataclasses.replace(config, roots=tuple(checked_roots))
 
 
 @dataclasses.dataclass

@@ -25,44 +25,20 @@ import json
 import sys
 import typing as t
 
-from ._autosnap import autosnap
-from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, LockTimeout
-from ._replicate import cli_replicate
-from ._naming import DEFAULT_FREQUENT_MINUTES, DEFAULT_PREFIX, DEFAULT_SEPARATOR, LABELS
+from . import _autosnap_options, _replicate_options
+from ._autosnap import run_autosnap
+from ._lock import LockTimeout
+from ._options import add_arguments, from_namespace
 from ._types import ValidationError, ZfsCommandError
 from ._zfs import LocalRunner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 
-def _policy_item(text: str) -> tuple[str, str]:
-    label, sep, keep = text.partition('=')
-    if not sep or not label or not keep:
-        raise argparse.ArgumentTypeError(f'expected LABEL=KEEP (e.g. daily=7), got {text!r}')
-    return label.strip(), keep.strip()
-
-
 def _add_autosnap(sub: t.Any) -> None:
-    p = sub.add_parser('autosnap', help='take due snapshots and prune old ones',
-                       description='Take due zfs-auto-snapshot style snapshots and prune by retention policy.')
-    p.add_argument('--root', dest='roots', action='append', default=[], metavar='DATASET',
-                   help='dataset to consider (repeatable); default: every imported pool')
-    p.add_argument('--no-recursive', dest='recursive', action='store_false', help='only the roots, not their descendants')
-    p.add_argument('--exclude', action='append', default=[], metavar='PATTERN', help='fnmatch pattern of dataset names to skip')
-    p.add_argument('--policy', action='append', type=_policy_item, default=[], metavar='LABEL=KEEP',
-                   help=f'label and how many to keep (repeatable); labels: {", ".join(LABELS)}')
-    p.add_argument('--label', choices=LABELS, help='single label (with --keep), instead of --policy')
-    p.add_argument('--keep', help='how many snapshots of --label to keep')
-    p.add_argument('--prefix', default=DEFAULT_PREFIX)
-    p.add_argument('--sep', dest='separator', default=DEFAULT_SEPARATOR)
-    p.add_argument('--frequent-minutes', type=int, default=DEFAULT_FREQUENT_MINUTES)
-    p.add_argument('--default-exclude', action='store_true', help='only datasets with com.sun:auto-snapshot[:label]=true')
-    p.add_argument('--skip-unchanged', action='store_true', help='no new snapshot where nothing was written since the last')
-    p.add_argument('--no-prune', dest='prune', action='store_false')
-    p.add_argument('--destroy-only', dest='snapshot', action='store_false', help='prune without taking snapshots')
-    p.add_argument('--lock-dir', default=DEFAULT_LOCK_DIR)
-    p.add_argument('--lock-timeout', type=float, default=DEFAULT_LOCK_TIMEOUT)
-    p.add_argument('--zfs-path', default='zfs')
+    schema = _autosnap_options.SCHEMA
+    p = sub.add_parser('autosnap', help='take due snapshots and prune old ones', description=schema.help)
+    add_arguments(p, schema)
     p.add_argument('--check', action='store_true', help='report the plan, change nothing')
     p.add_argument('--diff', action='store_true', help='include before/after lists of managed snapshots')
     p.add_argument('--json', action='store_true', help='print the full result as JSON')
@@ -70,26 +46,25 @@ def _add_autosnap(sub: t.Any) -> None:
 
 
 def _run_autosnap(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
-    result = autosnap(
-        LocalRunner(), check_mode=args.check, diff=args.diff, zfs_path=args.zfs_path,
-        lock_dir=args.lock_dir, lock_timeout=args.lock_timeout,
-        roots=args.roots, recursive=args.recursive, exclude=args.exclude,
-        label=args.label, keep=args.keep, policy=dict(args.policy) or None,
-        prefix=args.prefix, separator=args.separator, frequent_minutes=args.frequent_minutes,
-        default_exclude=args.default_exclude, skip_unchanged=args.skip_unchanged,
-        prune=args.prune, snapshot=args.snapshot)
+    values = _autosnap_options.normalise(from_namespace(_autosnap_options.SCHEMA, args))
+    result = run_autosnap(
+        _autosnap_options.to_config(values), LocalRunner(), check_mode=args.check, diff=args.diff,
+        zfs_path=values['zfs_path'], lock_dir=values['lock_dir'], lock_timeout=values['lock_timeout'])
     return (EXIT_FAILED if result.get('failed') else EXIT_OK), result
 
 
 def _add_replicate(sub: t.Any) -> None:
-    # the replication options live with the engine; this only routes to them
-    p = sub.add_parser('replicate', help='replicate snapshots to a backup target (see: replicate --help)', add_help=False)
-    p.add_argument('args', nargs=argparse.REMAINDER)
+    p = sub.add_parser('replicate', help='replicate snapshots to a backup target',
+                       description=_replicate_options.SCHEMA.help)
+    _replicate_options.build_parser(parser=p)
     p.set_defaults(func=_run_replicate, json=True)
 
 
 def _run_replicate(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
-    result = cli_replicate(args.args)
+    raw = from_namespace(_replicate_options.SCHEMA, args)
+    # bad input exits with EXIT_USAGE like autosnap's, before any host is contacted
+    _replicate_options.normalise(raw)
+    result = _replicate_options.run(raw, check_mode=args.check)
     return (EXIT_FAILED if result.get('failed') else EXIT_OK), result
 
 
@@ -142,11 +117,7 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
     except ValidationError as exc:
         stderr.write(f'error: {exc}\n')
         return EXIT_USAGE
-    if argv[:1] == ['replicate']:
-        # argparse would take the replication options (and --help) for ours
-        args = argparse.Namespace(func=_run_replicate, args=argv[1:], json=True, check='--check' in argv)
-    else:
-        args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         code, result = args.func(args)
     except ValidationError as exc:
@@ -166,7 +137,7 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
             stderr.write(f'error: {result["msg"]}\n')
         if 'created' in result:
             _summary(result, stdout)
-    return code
+    return int(code)
 
 
 if __name__ == '__main__':

@@ -34,7 +34,7 @@ class LockTimeout(Exception):
         self.path = path
         self.timeout = timeout
         self.holder = holder
-        who = f' (held by pid {holder})' if holder else ''
+        who = f' (held by pid {holder})' if holder else ' (held by a process whose pid is unknown)'
         super().__init__(f'could not take lock {path} within {timeout:g} seconds{who}; '
                          'another pyzfsautosnap run is working on this pool')
 
@@ -43,12 +43,25 @@ def lock_path(key: str, lock_dir: str = DEFAULT_LOCK_DIR, prefix: str = LOCK_FIL
     return os.path.join(lock_dir, f'{prefix}.{validate_lock_key(key)}.lock')
 
 
-def _holder(fd: int) -> str | None:
+def _holder(fd: int, proc_locks: str = '/proc/locks') -> str | None:
+    """The pid of the process holding the flock on *fd*'s file, as the kernel reports it; None when unknown.
+
+    The pid written into the file names the last pyzfsautosnap run that held
+    the lock, not necessarily who holds it now (any process may flock the file).
+    """
     try:
-        data = os.pread(fd, 32, 0).decode('ascii', 'replace').strip()
+        st = os.fstat(fd)
+        with open(proc_locks, encoding='ascii', errors='replace') as fh:
+            lines = fh.read().splitlines()
     except OSError:
         return None
-    return data if data.isdigit() else None
+    inode = f'{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}'
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters are listed as "1: -> FLOCK ..."
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == 'FLOCK' and fields[5] == inode and fields[4].isdigit() and fields[4] != '0':
+            return fields[4]
+    return None
 
 
 def _acquire(path: str, deadline: float, timeout: float, poll: float) -> int:
@@ -69,7 +82,7 @@ def _acquire(path: str, deadline: float, timeout: float, poll: float) -> int:
                 raise LockTimeout(path, timeout, holder) from None
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
             continue
-        # who holds it helps whoever waits for it to time out
+        # for people reading the file; a waiting run asks the kernel who holds the lock
         os.ftruncate(fd, 0)
         os.pwrite(fd, f'{os.getpid()}\n'.encode('ascii'), 0)
         return fd

@@ -16,35 +16,27 @@ processes per dataset are what a run costs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
-import socket
 import time
 import typing as t
 
-from . import _naming as naming
-from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, locked
+from ._lock import locked
 from ._pipeline import mbuffer_argv, receiver_stages, run_pipeline, sender_stages
 from ._replicate_plan import (
-    LAYOUTS, DatasetPlan, Selection, Step, hold_tag, map_targets, outer_roots,
+    DatasetPlan, Selection, Step, hold_tag, map_targets, outer_roots,
     plan_bookmark, plan_dataset, plan_holds, plan_target_prune, select_datasets, target_for,
 )
-from ._transport import TRANSPORTS, SshOptions, Transport, which_argv
+from ._replicate_options import ReplicateParams
+from ._transport import Transport, which_argv
 from ._transport_factory import make_transport
 from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
-from ._validate import reject_shell_metachars, validate_dataset_name, validate_int
 from ._zfs import Zfs, destroy_groups, receive_argv, send_argv
 from ._zfs_parse import is_stale_token_error, parse_send_size
 
-COMPRESSIONS = ('none', 'zstd', 'lz4')
 MAX_REPLANS = 3
 # seconds a replicated dataset may wait for the batched hold of its new base
 PROTECT_INTERVAL = 60.0
-_SIZE_RE = re.compile(r'^[1-9][0-9]*[kKmMgG%]?$')
-_RATE_RE = re.compile(r'^[1-9][0-9]*[kKmMgG]?$')
-_PROP_RE = re.compile(r'^[a-z][a-z0-9_.:-]*$')
-_TARGET_ID_RE = re.compile(r'^[A-Za-z0-9_.:@/+\[\]-]+$')
 _LOCK_UNSAFE_RE = re.compile(r'[^A-Za-z0-9_.:+-]')
 
 
@@ -62,117 +54,6 @@ class ReplicationError(Exception):
         if self.error is not None:
             out.update(self.error.as_dict())
         return out
-
-
-@dataclasses.dataclass
-class ReplicateParams:
-    datasets: list[str]
-    target_root: str
-    target_layout: str = 'full'
-    source_host: str | None = None
-    target_host: str | None = None
-    recursive: bool = False
-    exclude: list[str] = dataclasses.field(default_factory=list)
-    labels: list[str] = dataclasses.field(default_factory=list)
-    prefix: str = naming.DEFAULT_PREFIX
-    separator: str = naming.DEFAULT_SEPARATOR
-    include_foreign: bool = False
-    force_rollback: bool = False
-    transport: str = 'auto'
-    ssh_user: str | None = None
-    ssh_port: int | None = None
-    ssh_identity_file: str | None = None
-    ssh_known_hosts_file: str | None = None
-    ssh_config_file: str | None = None
-    compression: str = 'none'
-    mbuffer: bool = True
-    mbuffer_size: str = '128M'
-    source_mbuffer: bool = False
-    rate_limit: str | None = None
-    stall_timeout: int = 300
-    timeout: int = 0
-    receive_properties: dict[str, str] = dataclasses.field(default_factory=dict)
-    receive_exclude_properties: list[str] = dataclasses.field(default_factory=list)
-    target_id: str | None = None
-    source_bookmark: bool = False
-    target_retention: dict[str, int] = dataclasses.field(default_factory=dict)
-    lock_dir: str = DEFAULT_LOCK_DIR
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-
-    @classmethod
-    def from_mapping(cls, data: t.Mapping[str, t.Any]) -> ReplicateParams:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValidationError(f'unknown replication parameter(s): {", ".join(unknown)}')
-        for required in ('datasets', 'target_root'):
-            if not data.get(required):
-                raise ValidationError(f'{required} is required')
-        return cls(**{k: v for k, v in data.items() if v is not None})
-
-    @property
-    def mode(self) -> str:
-        if self.target_host:
-            return 'push'
-        return 'pull' if self.source_host else 'local'
-
-    def ssh_options(self) -> SshOptions:
-        return SshOptions(user=self.ssh_user, port=self.ssh_port, identity_file=self.ssh_identity_file,
-                          known_hosts_file=self.ssh_known_hosts_file, config_file=self.ssh_config_file)
-
-    def validated(self) -> ReplicateParams:
-        if isinstance(self.datasets, str):
-            self.datasets = [self.datasets]
-        for name in self.datasets:
-            validate_dataset_name(name, 'dataset')
-        validate_dataset_name(self.target_root, 'target_root')
-        for pattern in self.exclude:
-            if not isinstance(pattern, str) or not pattern or any(ord(c) < 32 for c in pattern):
-                raise ValidationError(f'exclude: {pattern!r} is not a dataset name pattern')
-        if self.source_host and self.target_host:
-            raise ValidationError('give source_host (pull) or target_host (push), not both')
-        _choice(self.target_layout, LAYOUTS, 'target_layout')
-        _choice(self.transport, TRANSPORTS, 'transport')
-        _choice(self.compression, COMPRESSIONS, 'compression')
-        naming.validate_prefix(self.prefix)
-        naming.validate_separator(self.separator)
-        for label in self.labels:
-            naming.validate_label(label)
-        for label, keep in self.target_retention.items():
-            naming.validate_label(label)
-            self.target_retention[label] = validate_int(keep, f'target_retention.{label}', 1)
-        if not _SIZE_RE.fullmatch(str(self.mbuffer_size)):
-            raise ValidationError(f'mbuffer_size must look like 128M, 1G or 5%, got {self.mbuffer_size!r}')
-        if self.rate_limit is not None:
-            if not _RATE_RE.fullmatch(str(self.rate_limit)):
-                raise ValidationError(f'rate_limit must look like 50M (bytes per second), got {self.rate_limit!r}')
-            if not (self.mbuffer or self.source_mbuffer):
-                raise ValidationError('rate_limit is applied by mbuffer; enable mbuffer or source_mbuffer')
-        self.stall_timeout = validate_int(self.stall_timeout, 'stall_timeout', 0)
-        self.timeout = validate_int(self.timeout, 'timeout', 0)
-        if self.ssh_port is not None:
-            self.ssh_port = validate_int(self.ssh_port, 'ssh_port', 1, 65535)
-        for key, value in self.receive_properties.items():
-            if not _PROP_RE.fullmatch(key):
-                raise ValidationError(f'receive_properties: {key!r} is not a property name')
-            if not isinstance(value, str) or any(ord(c) < 32 for c in value):
-                raise ValidationError(f'receive_properties.{key} must be a single-line string')
-        for key in self.receive_exclude_properties:
-            if not _PROP_RE.fullmatch(key):
-                raise ValidationError(f'receive_exclude_properties: {key!r} is not a property name')
-        if self.target_id is not None and not _TARGET_ID_RE.fullmatch(self.target_id):
-            raise ValidationError(f'target_id {self.target_id!r} may only hold letters, digits and "_.:@/+-[]"')
-        reject_shell_metachars(self.lock_dir, 'lock_dir')
-        return self
-
-    def default_target_id(self) -> str:
-        host = self.target_host or socket.gethostname()
-        return f'{host}:{self.target_root}'
-
-
-def _choice(value: str, choices: t.Sequence[str], what: str) -> None:
-    if value not in choices:
-        raise ValidationError(f'{what} must be one of {", ".join(choices)}, got {value!r}')
 
 
 def _lock_key(kind: str, host: str | None, name: str) -> str:
@@ -569,66 +450,3 @@ def replicate(params: ReplicateParams | t.Mapping[str, t.Any], *, check_mode: bo
     dst_t = factory(p.target_host, p.transport, p.ssh_options())
     with src_t, dst_t:
         return _Run(p, src_t, dst_t, check_mode).run()
-
-
-# ------------------------------------------------------------------ plain entry point
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition('=')
-    if not sep:
-        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
-    return key, value
-
-
-def build_parser(prog: str = 'replicate') -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description='Replicate ZFS snapshots to a backup target.')
-    ap.add_argument('datasets', nargs='+', help='source datasets')
-    ap.add_argument('--target-root', required=True)
-    ap.add_argument('--target-layout', choices=LAYOUTS, default='full')
-    host = ap.add_mutually_exclusive_group()
-    host.add_argument('--source-host', help='pull from this host')
-    host.add_argument('--target-host', help='push to this host')
-    ap.add_argument('-r', '--recursive', action='store_true')
-    ap.add_argument('--exclude', action='append', default=[])
-    ap.add_argument('--label', dest='labels', action='append', default=[])
-    ap.add_argument('--prefix', default=naming.DEFAULT_PREFIX)
-    ap.add_argument('--sep', dest='separator', default=naming.DEFAULT_SEPARATOR)
-    ap.add_argument('--include-foreign', action='store_true')
-    ap.add_argument('--force-rollback', action='store_true')
-    ap.add_argument('--transport', choices=TRANSPORTS, default='auto')
-    ap.add_argument('--ssh-user')
-    ap.add_argument('--ssh-port', type=int)
-    ap.add_argument('--ssh-identity-file')
-    ap.add_argument('--ssh-known-hosts-file')
-    ap.add_argument('--ssh-config-file')
-    ap.add_argument('--compression', choices=COMPRESSIONS, default='none')
-    ap.add_argument('--no-mbuffer', dest='mbuffer', action='store_false')
-    ap.add_argument('--mbuffer-size', default='128M')
-    ap.add_argument('--source-mbuffer', action='store_true')
-    ap.add_argument('--rate-limit')
-    ap.add_argument('--stall-timeout', type=int, default=300)
-    ap.add_argument('--timeout', type=int, default=0)
-    ap.add_argument('--receive-property', dest='receive_properties', action='append', type=_key_value, default=[])
-    ap.add_argument('--receive-exclude-property', dest='receive_exclude_properties', action='append', default=[])
-    ap.add_argument('--target-id')
-    ap.add_argument('--source-bookmark', action='store_true')
-    ap.add_argument('--target-retention', action='append', type=_key_value, default=[], metavar='LABEL=KEEP')
-    ap.add_argument('--lock-dir', default=DEFAULT_LOCK_DIR)
-    ap.add_argument('--lock-timeout', type=float, default=DEFAULT_LOCK_TIMEOUT)
-    ap.add_argument('--check', action='store_true', help='report the plan, change nothing')
-    return ap
-
-
-def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
-    """Parse *argv* and replicate; returns the result, or ``failed: true`` with ``msg`` and details."""
-    args = vars(build_parser().parse_args(list(argv)))
-    check = args.pop('check')
-    args['receive_properties'] = dict(args['receive_properties'])
-    args['target_retention'] = dict(args['target_retention'])
-    try:
-        return replicate(args, check_mode=check)
-    except ReplicationError as exc:
-        return {'failed': True, 'changed': any(_changed(r) for r in exc.results), **exc.as_dict()}
-    except ZfsCommandError as exc:
-        return {'failed': True, 'changed': False, 'msg': str(exc), **exc.as_dict()}
-    except (ValidationError, OSError) as exc:
-        return {'failed': True, 'changed': False, 'msg': str(exc)}

@@ -94,29 +94,6 @@ def validate_snapshot_component(name: str, what: str = 'snapshot name') -> str:
     return name
 
 
-def validate_snapshot_name(full_name: str, what: str = 'snapshot') -> str:
-    """``dataset@snapshot``."""
-    reject_shell_metachars(full_name, what)
-    dataset, sep, snap = full_name.partition('@')
-    if not sep:
-        raise ValidationError(f'{what} {full_name!r} must have the form dataset@name')
-    validate_dataset_name(dataset, f'{what} {full_name!r}: dataset')
-    validate_snapshot_component(snap, f'{what} {full_name!r}: name')
-    _check_length(full_name, what)
-    return full_name
-
-
-def validate_bookmark_name(full_name: str, what: str = 'bookmark') -> str:
-    """``dataset#bookmark``; '#' is checked here because the metacharacter set includes it."""
-    dataset, sep, mark = full_name.partition('#')
-    if not sep:
-        raise ValidationError(f'{what} {full_name!r} must have the form dataset#name')
-    validate_dataset_name(dataset, f'{what} {full_name!r}: dataset')
-    validate_snapshot_component(mark, f'{what} {full_name!r}: name')
-    _check_length(full_name, what)
-    return full_name
-
-
 def validate_lock_key(key: str) -> str:
     """Lock keys become file names: no path separators, no leading dot."""
     if not isinstance(key, str) or not _LOCK_KEY_RE.match(key) or len(key) > 200:
@@ -135,7 +112,7 @@ def validate_int(value: t.Any, what: str, minimum: int | None = None, maximum: i
         raise ValidationError(f'{what} must be >= {minimum}, got {value}')
     if maximum is not None and value > maximum:
         raise ValidationError(f'{what} must be <= {maximum}, got {value}')
-    return value
+    return int(value)
 
 
 def unique(items: t.Iterable[str]) -> list[str]:

@@ -37,10 +37,16 @@ options:
   roots:
     description:
       - Datasets to consider (filesystems or volumes).
-      - When not given, every imported pool (as listed by C(zpool list)) is considered.
+      - Required unless O(all_pools=true). An empty list is an error, it never stands for every pool.
       - A root that does not exist makes the module fail before anything is changed.
     type: list
     elements: str
+  all_pools:
+    description:
+      - Consider every imported pool (as listed by C(zpool list)) instead of O(roots).
+      - Mutually exclusive with O(roots).
+    type: bool
+    default: false
   recursive:
     description:
       - Also consider all descendants of O(roots).
@@ -70,6 +76,7 @@ options:
       - When neither O(policy) nor O(label) is given, the keep counts of the C(zfs-auto-snapshot) cron jobs are used
         (C(frequent) V(4), C(hourly) V(24), C(daily) V(31), C(weekly) V(8), C(monthly) V(12)).
       - Labels not in the policy are neither taken nor pruned.
+      - An empty mapping is an error, it would take and prune nothing.
     type: dict
   prefix:
     description:
@@ -116,7 +123,7 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for another run on the same pools to finish before failing.
-    type: int
+    type: float
     default: 60
   zfs_path:
     description:
@@ -168,6 +175,7 @@ extends_documentation_fragment: []
 EXAMPLES = r'''
 - name: Snapshot every pool with the default schedule (frequent, hourly, daily, weekly, monthly)
   pyzfsautosnap.zfs.zfs_autosnap:
+    all_pools: true
 
 - name: Daily snapshots of tank, keeping a week, except scratch space
   pyzfsautosnap.zfs.zfs_autosnap:
@@ -191,6 +199,7 @@ EXAMPLES = r'''
 
 - name: Opt-in only, datasets marked with com.sun:auto-snapshot=true
   pyzfsautosnap.zfs.zfs_autosnap:
+    all_pools: true
     default_exclude: true
     policy:
       daily: 31
@@ -360,50 +369,28 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._autosnap import
     LockTimeout,
     ValidationError,
     ZfsCommandError,
-    make_config,
     run_autosnap,
 )
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._naming import LABELS  # noqa: E402
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._autosnap_options import SCHEMA, normalise, to_config  # noqa: E402
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._options import (  # noqa: E402
+    argument_spec as schema_spec,
+    module_kwargs,
+)
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import LocalRunner  # noqa: E402
 
 
 def argument_spec() -> dict:
-    return dict(
-        roots=dict(type='list', elements='str'),
-        recursive=dict(type='bool', default=True),
-        exclude=dict(type='list', elements='str', default=[]),
-        label=dict(type='str', choices=list(LABELS)),
-        keep=dict(type='int'),
-        policy=dict(type='dict'),
-        prefix=dict(type='str', default='zfs-auto-snap'),
-        separator=dict(type='str', default='_'),
-        frequent_minutes=dict(type='int', default=15),
-        default_exclude=dict(type='bool', default=False),
-        skip_unchanged=dict(type='bool', default=False),
-        prune=dict(type='bool', default=True),
-        snapshot=dict(type='bool', default=True),
-        lock_dir=dict(type='path', default='/run/lock'),
-        lock_timeout=dict(type='int', default=60),
-        zfs_path=dict(type='str', default='zfs'),
-    )
+    return schema_spec(SCHEMA)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        mutually_exclusive=[('label', 'policy'), ('keep', 'policy')],
-        required_together=[('label', 'keep')],
-        supports_check_mode=True,
-    )
-    p = module.params
+    # the engine checks how options combine, so its messages are the same as on the command line
+    module = AnsibleModule(**module_kwargs(SCHEMA), supports_check_mode=True)
     try:
-        config = make_config(
-            roots=p['roots'], recursive=p['recursive'], exclude=p['exclude'], label=p['label'], keep=p['keep'],
-            policy=p['policy'], prefix=p['prefix'], separator=p['separator'], frequent_minutes=p['frequent_minutes'],
-            default_exclude=p['default_exclude'], skip_unchanged=p['skip_unchanged'], prune=p['prune'],
-            snapshot=p['snapshot'])
-        result = run_autosnap(config, LocalRunner(), check_mode=module.check_mode, diff=module._diff,
-                              zfs_path=p['zfs_path'], lock_dir=p['lock_dir'], lock_timeout=p['lock_timeout'])
+        values = normalise(module.params)
+        result = run_autosnap(to_config(values), LocalRunner(), check_mode=module.check_mode, diff=module._diff,
+                              zfs_path=values['zfs_path'], lock_dir=values['lock_dir'],
+                              lock_timeout=values['lock_timeout'])
     except (ValidationError, LockTimeout) as exc:
         module.fail_json(msg=str(exc))
     except ZfsCommandError as exc:

@@ -89,11 +89,12 @@ options:
     type: str
   labels:
     description:
-      - Replicate only managed snapshots of these labels. All labels when empty.
+      - Replicate only managed snapshots of these labels.
+      - When not given, managed snapshots of every label are replicated. An empty list is an error, since a filter
+        that lets nothing through would replicate nothing.
     type: list
     elements: str
     choices: [frequent, hourly, daily, weekly, monthly, yearly]
-    default: []
   prefix:
     description:
       - First part of managed snapshot names, as for the autosnap module.
@@ -227,7 +228,7 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for another run on the same datasets to finish before failing.
-    type: int
+    type: float
     default: 60
 attributes:
   check_mode:
@@ -520,46 +521,14 @@ stages:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._lock import LockTimeout
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._naming import LABELS
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._options import argument_spec as schema_spec, module_kwargs
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate import ReplicationError, replicate
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_options import SCHEMA
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError, ZfsCommandError
 
 
 def argument_spec() -> dict:
-    return dict(
-        datasets=dict(type='list', elements='str', required=True),
-        recursive=dict(type='bool', default=False),
-        exclude=dict(type='list', elements='str', default=[]),
-        target_root=dict(type='str', required=True),
-        target_layout=dict(type='str', choices=['full', 'basename'], default='full'),
-        source_host=dict(type='str'),
-        target_host=dict(type='str'),
-        labels=dict(type='list', elements='str', choices=list(LABELS), default=[]),
-        prefix=dict(type='str', default='zfs-auto-snap'),
-        separator=dict(type='str', default='_'),
-        include_foreign=dict(type='bool', default=False),
-        force_rollback=dict(type='bool', default=False),
-        transport=dict(type='str', choices=['auto', 'openssh', 'paramiko'], default='auto'),
-        ssh_user=dict(type='str'),
-        ssh_port=dict(type='int'),
-        ssh_identity_file=dict(type='path'),
-        ssh_known_hosts_file=dict(type='path'),
-        ssh_config_file=dict(type='path'),
-        compression=dict(type='str', choices=['none', 'zstd', 'lz4'], default='none'),
-        mbuffer=dict(type='bool', default=True),
-        mbuffer_size=dict(type='str', default='128M'),
-        source_mbuffer=dict(type='bool', default=False),
-        rate_limit=dict(type='str'),
-        stall_timeout=dict(type='int', default=300),
-        timeout=dict(type='int', default=0),
-        receive_properties=dict(type='dict', default={}),
-        receive_exclude_properties=dict(type='list', elements='str', default=[]),
-        target_id=dict(type='str'),
-        source_bookmark=dict(type='bool', default=False),
-        target_retention=dict(type='dict', default={}),
-        lock_dir=dict(type='path', default='/run/lock'),
-        lock_timeout=dict(type='int', default=60),
-    )
+    return schema_spec(SCHEMA)
 
 
 def _property_value(value: object) -> str:
@@ -575,8 +544,7 @@ def _changed(results: list) -> bool:
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=argument_spec(),
-        mutually_exclusive=[('source_host', 'target_host')],
+        **module_kwargs(SCHEMA),
         supports_check_mode=True,
     )
     params = dict(module.params)

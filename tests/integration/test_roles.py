@@ -200,11 +200,11 @@ def test_client_and_target_roles(bed, dataset, collection):
         assert run.returncode == 0, run.stderr + journal(bed, pull_unit)
         assert guids(bed, f'{pull_root}/{dataset}') == guids(bed, dataset)
 
-        # an empty policy without replication, and no more pulling, leave no timer behind
+        # no snapshots, no replication, and no more pulling leave no timer behind
         # (without replication the client role publishes no key, so it is given as it is)
         client_key = bed.ssh(GUEST, ['cat', '/etc/pyzfsautosnap/id_ed25519.pub']).stdout.strip()
         off = apply_roles(bed, collection, [
-            (CLIENT_ROLE, {**client_vars, 'pyzfsautosnap_client_policy': {}, 'pyzfsautosnap_client_replicate': False}),
+            (CLIENT_ROLE, {**client_vars, 'pyzfsautosnap_client_autosnap': False, 'pyzfsautosnap_client_replicate': False}),
             (TARGET_ROLE, {**target_vars, 'pyzfsautosnap_target_clients': [{**push_client, 'authorized_keys': [client_key]}]})])
         assert off.rc == 0 and off.failed == 0, off.output
         assert our_units(bed) == ['pyzfsautosnap-autosnap@.service', 'pyzfsautosnap-pull@.service']

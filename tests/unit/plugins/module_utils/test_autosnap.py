@@ -91,7 +91,7 @@ def test_cost_one_listing_each_one_snapshot_per_pool_and_name_one_destroy_per_da
 
 def test_default_roots_come_from_zpool_list(tmp_path: t.Any) -> None:
     host = make_host()
-    result = autosnap(host, now=NOW, lock_dir=str(tmp_path), policy={'daily': 10})
+    result = autosnap(host, now=NOW, lock_dir=str(tmp_path), policy={'daily': 10}, all_pools=True)
     assert host.count('zpool', 'list') == 1
     assert sorted(result['datasets']) == sorted(d for ds in POOLS.values() for d in ds)
     assert sorted(os.listdir(tmp_path)) == ['pyzfsautosnap.backup.lock', 'pyzfsautosnap.tank.lock']

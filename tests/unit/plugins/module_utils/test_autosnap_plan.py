@@ -30,6 +30,7 @@ def snap(dataset: str, label: str, when: dt.datetime, *, held: int = 0, clones: 
 
 
 def cfg(**kwargs: object):
+    kwargs.setdefault('all_pools', True)
     return make_config(**kwargs)  # type: ignore[arg-type]
 
 
@@ -226,4 +227,4 @@ def test_config_defaults_and_order() -> None:
     config = make_config(policy={'monthly': '2', 'hourly': 3}, roots=['tank', 'tank', 'backup'])
     assert list(config.policy.items()) == [('hourly', 3), ('monthly', 2)]
     assert config.roots == ('tank', 'backup')
-    assert make_config().policy == DEFAULT_POLICY
+    assert make_config(all_pools=True).policy == DEFAULT_POLICY

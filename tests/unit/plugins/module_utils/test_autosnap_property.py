@@ -71,7 +71,7 @@ def test_never_destroy_rules(*, specs: list, now_minutes: int, keeps: tuple[int,
     now = BASE + dt.timedelta(minutes=now_minutes)
     now_epoch = int(now.timestamp())
     policy = {label: keep for label, keep in zip(LABELS, keeps) if keep > 0} or {'daily': 1}
-    config = make_config(policy=policy, snapshot=snapshot, skip_unchanged=skip_unchanged)
+    config = make_config(policy=policy, snapshot=snapshot, skip_unchanged=skip_unchanged, all_pools=True)
 
     snaps: list[Snapshot] = []
     seen: set[str] = set()

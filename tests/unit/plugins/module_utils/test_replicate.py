@@ -28,9 +28,9 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate import (
     ReplicateParams,
     ReplicationError,
-    cli_replicate,
     replicate,
 )
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_options import cli_replicate
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_plan import bookmark_suffix
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import LocalSegment, Stage, Transport
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError

@@ -89,7 +89,7 @@ def test_creates_prunes_then_is_idempotent(host: FakeZfsHost, tmp_path: t.Any) -
 
 def test_check_and_diff_mode(host: FakeZfsHost, tmp_path: t.Any) -> None:
     before = host.snapshot_names()
-    how, result = run_module({'policy': {'daily': 1, 'weekly': 4}, '_ansible_check_mode': True, '_ansible_diff': True}, tmp_path)
+    how, result = run_module({'all_pools': True, 'policy': {'daily': 1, 'weekly': 4}, '_ansible_check_mode': True, '_ansible_diff': True}, tmp_path)
     assert how == 'exit' and result['changed'] is True
     assert host.changing_calls() == [] and host.snapshot_names() == before
     assert len(result['destroyed']) == 3
@@ -99,7 +99,7 @@ def test_check_and_diff_mode(host: FakeZfsHost, tmp_path: t.Any) -> None:
 
 
 def test_default_policy(host: FakeZfsHost, tmp_path: t.Any) -> None:
-    how, result = run_module({}, tmp_path)
+    how, result = run_module({'all_pools': True}, tmp_path)
     assert how == 'exit'
     assert sorted(result['labels']) == ['daily', 'frequent', 'hourly', 'monthly', 'weekly']
     assert host.count('zpool', 'list') == 1
