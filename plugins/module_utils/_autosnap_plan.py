@@ -152,14 +152,22 @@ def _due(config: AutosnapConfig, label: str, now: dt.datetime, mine: list[Snapsh
 
 
 def build_plan(config: AutosnapConfig, datasets: t.Sequence[Dataset], snapshots: t.Sequence[Snapshot],
-               now: dt.datetime) -> Plan:
-    """Decide everything from the two listings. *now* must be timezone-aware."""
+               now: dt.datetime, unparsable: t.Sequence[tuple[str, str]] = ()) -> Plan:
+    """Decide everything from the two listings. *now* must be timezone-aware.
+
+    *unparsable* names datasets the listing could not read: they are excluded,
+    since which labels they take is unknown, and each gets a warning.
+    """
     now = naming.utc(now).replace(second=0, microsecond=0)
     now_epoch = int(now.timestamp())
     plan = Plan(now=now)
-    by_name = {ds.name: ds for ds in datasets}
+    odd = dict(unparsable)
+    by_name = {ds.name: ds for ds in datasets if ds.name not in odd}
     selected, plan.excluded, plan.warnings = select(list(by_name.values()), config.labels, config.exclude,
                                                     config.default_exclude)
+    for name, why in odd.items():
+        plan.excluded.append({'name': name, 'reason': f'unreadable listing: {why}'})
+        plan.warnings.append(f'{name}: neither snapshotted nor pruned: {why}')
     chosen = {name for names in selected.values() for name in names}
     plan.datasets = [name for name in by_name if name in chosen]
 

@@ -63,7 +63,6 @@ class Features:
     multi_snapshot: bool = True
     bookmarks: bool = True
     resume: bool = True
-    holds: bool = True
 
     @property
     def legacy(self) -> bool:

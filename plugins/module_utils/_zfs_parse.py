@@ -34,23 +34,117 @@ def _rows(output: str, ncols: int) -> t.Iterator[list[str]]:
 
 _DATASET_CORE_COLUMNS = ('name', 'type', 'written', 'receive_resume_token')
 
+# What a native column can hold; none of them can hold a tab or a newline.
+# Dataset names: letters, digits, '_', '-', '.', ':', ' ' and '/'.
+_NATIVE_VALUE = {
+    'name': re.compile(r'[A-Za-z0-9][A-Za-z0-9_.: /-]*'),
+    'type': re.compile(r'filesystem|volume'),
+    'written': re.compile(r'\d+|-'),
+}
+
+
+def _free_form(column: str) -> bool:
+    # user properties (their names hold a ':') take any value a user set, tabs and newlines included
+    return ':' in column
+
+
+def _starts_record(line: str, cols: t.Sequence[str]) -> bool:
+    """Whether *line* begins a new row: the native columns before the first user property all read as such.
+
+    Native values hold no tab or newline, so a real row always has them complete on its first line.
+    """
+    fields = line.split('\t')
+    lead = next((i for i, c in enumerate(cols) if _free_form(c)), len(cols))
+    # a row with a user property column has at least its first (possibly empty) line of it
+    if len(fields) < min(lead + 1, len(cols)):
+        return False
+    for index in range(lead):
+        pattern = _NATIVE_VALUE.get(cols[index])
+        if pattern is not None and not pattern.fullmatch(fields[index]):
+            return False
+    return True
+
+
+def _split_row(text: str, cols: t.Sequence[str]) -> list[str] | None:
+    """The values of one row, or None when a tab inside a value makes the split ambiguous."""
+    fields = text.split('\t')
+    if len(fields) == len(cols):
+        return fields
+    free = [i for i, c in enumerate(cols) if _free_form(c)]
+    if len(fields) > len(cols) and len(free) == 1:
+        # only one column can hold tabs: every surplus tab is its own
+        i = free[0]
+        tail = len(cols) - i - 1
+        return [*fields[:i], '\t'.join(fields[i:len(fields) - tail]), *fields[len(fields) - tail:]]
+    return None
+
+
+class DatasetListing(t.NamedTuple):
+    datasets: list[Dataset]
+    # datasets whose user property values could not be told apart, with why; left out of *datasets*
+    unparsable: list[tuple[str, str]]
+
+
+def dataset_listing(output: str, columns: t.Sequence[str]) -> DatasetListing:
+    """``zfs list -H -p -o name,type,...`` where user property values may hold tabs and newlines.
+
+    A newline inside a value continues the row on the next line: a line that does
+    not begin with native values (a name, a type, ...) belongs to the row above.
+    A tab inside a value adds a column; with one user property column that is
+    unambiguous, with several it is not, and such a dataset is reported, not guessed.
+    """
+    cols = list(columns)
+    if output.endswith('\n'):
+        output = output[:-1]
+    rows: list[list[str]] = []
+    for line in output.split('\n') if output else []:
+        if _starts_record(line, cols):
+            rows.append([line])
+        elif rows:
+            rows[-1].append(line)
+        else:
+            raise ValueError(f'unexpected zfs output line (expected {len(cols)} columns): {line!r}')
+    parsed: list[tuple[str, list[str] | None]] = []
+    for row in rows:
+        text = '\n'.join(row)
+        parsed.append((row[0].split('\t', 1)[0], _split_row(text, cols)))
+    seen: dict[str, int] = {}
+    for name, _fields in parsed:
+        seen[name] = seen.get(name, 0) + 1
+    result: list[Dataset] = []
+    unparsable: list[tuple[str, str]] = []
+    for name, fields in parsed:
+        if seen[name] > 1:
+            # a value that spans lines can imitate a row; a name twice means one of them is not real
+            if (name, 'listed more than once') not in unparsable:
+                unparsable.append((name, 'listed more than once'))
+            continue
+        if fields is None:
+            unparsable.append((name, 'a user property value holds a tab or newline that makes the listing ambiguous'))
+            continue
+        result.append(_dataset(dict(zip(cols, fields)), cols))
+    return DatasetListing(result, unparsable)
+
+
+def _dataset(row: t.Mapping[str, str], cols: t.Sequence[str]) -> Dataset:
+    # user properties, plus any native property a caller asked for (e.g. encryption)
+    props = {c: row[c] for c in cols if c not in _DATASET_CORE_COLUMNS}
+    token = row.get('receive_resume_token')
+    return Dataset(
+        name=row['name'],
+        type=row.get('type', 'filesystem'),
+        properties=props,
+        written=to_int(row['written']) if 'written' in row else None,
+        receive_resume_token=token if token not in (None, '-', '') else None,
+    )
+
 
 def datasets(output: str, columns: t.Sequence[str]) -> list[Dataset]:
-    result = []
-    cols = list(columns)
-    for fields in _rows(output, len(cols)):
-        row = dict(zip(cols, fields))
-        # user properties, plus any native property a caller asked for (e.g. encryption)
-        props = {c: row[c] for c in cols if c not in _DATASET_CORE_COLUMNS}
-        token = row.get('receive_resume_token')
-        result.append(Dataset(
-            name=row['name'],
-            type=row.get('type', 'filesystem'),
-            properties=props,
-            written=to_int(row['written']) if 'written' in row else None,
-            receive_resume_token=token if token not in (None, '-', '') else None,
-        ))
-    return result
+    """Every dataset of a listing; a row that does not parse is an error (see :func:`dataset_listing`)."""
+    listing = dataset_listing(output, columns)
+    if listing.unparsable:
+        raise ValueError('unexpected zfs output for ' + '; '.join(f'{n}: {why}' for n, why in listing.unparsable))
+    return listing.datasets
 
 
 def snapshots(output: str, columns: t.Sequence[str]) -> list[Snapshot]:
@@ -114,15 +208,50 @@ def features_from_version(output: str) -> Features:
     return Features(version=version)
 
 
+ErrorKind = t.Literal['held', 'cloned', 'missing', 'exists']
+
+# The wording of each refusal in the OpenZFS series recorded under tests/.../fixtures.
+_ERROR_HINTS: tuple[tuple[ErrorKind, tuple[str, ...]], ...] = (
+    # 2.1 words a held snapshot's EBUSY as 'dataset is busy', 2.3 on as "it's being held"
+    ('held', ("it's being held", 'dataset is busy')),
+    ('cloned', ('has dependent clones',)),
+    ('missing', ('does not exist', 'could not find any snapshots')),
+    ('exists', ('already exists',)),
+)
+
+_MISSING_RE = re.compile(r"cannot open '([^']+)': dataset does not exist")
+
+
+def error_kind(stderr: str) -> ErrorKind | None:
+    """Why zfs refused, from its stderr: the first known reason found, None for anything else."""
+    text = stderr.lower()
+    for kind, hints in _ERROR_HINTS:
+        if any(hint in text for hint in hints):
+            return kind
+    return None
+
+
+def missing_datasets(stderr: str) -> list[str]:
+    """Names ``zfs list`` reported as not existing."""
+    return _MISSING_RE.findall(stderr)
+
+
+def refused_snapshots(stderr: str, dataset: str, names: t.Sequence[str]) -> dict[str, str]:
+    """Names of *dataset* a failed ``zfs destroy ds@a,b`` blamed, with the reason it gave."""
+    out: dict[str, str] = {}
+    for line in stderr.splitlines():
+        for name in names:
+            full = f'{dataset}@{name}'
+            for marker in (f'{full}: ', f"'{full}': "):
+                pos = line.find(marker)
+                if pos >= 0 and name not in out:
+                    out[name] = line[pos + len(marker):].strip() or line.strip()
+    return out
+
+
 def is_usage_error(stderr: str) -> bool:
     text = stderr.lower()
     return 'invalid option' in text or 'usage:' in text or 'unrecognized' in text
-
-
-def version_tuple(version: str | None) -> tuple[int, ...]:
-    if not version:
-        return ()
-    return tuple(int(p) for p in re.findall(r'\d+', version)[:3])
 
 
 # `zfs send -t` reports a token it cannot use with one of these
