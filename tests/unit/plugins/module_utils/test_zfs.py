@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import CommandResult, LocalRunner, Zfs, batch_by_size
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import (
+    MAX_ARG_STRLEN, MAX_ARGV_BYTES, CommandResult, LocalRunner, Zfs, batch_by_size, destroy_batches)
 
 
 class ScriptedRunner:
@@ -122,3 +123,40 @@ def test_local_runner_uses_c_locale_and_argv_without_shell():
     res = runner.run(['printf', '%s|%s', '$(echo no)', 'a;b'])
     assert res.stdout == '$(echo no)|a;b'
     assert runner.env['LC_ALL'] == 'C'
+
+
+def test_zfs_argv_is_built_only_inside_zfs():
+    # the choke point: callers get typed methods, never a way to pass raw zfs argv
+    assert not hasattr(Zfs, 'run')
+
+
+@pytest.mark.parametrize('count,length', [(1, 36), (3_400, 36), (5_000, 36), (5_000, 200), (40_000, 3)])
+def test_destroy_batches_fit_one_argument_and_keep_every_name(count, length):
+    names = [f'{i:0{length}d}' for i in range(count)]
+    batches = destroy_batches('tank/some/dataset', names)
+    assert [n for b in batches for n in b] == names
+    for batch in batches:
+        argument = 'tank/some/dataset@' + ','.join(batch)
+        assert len(argument.encode('utf-8')) + 1 <= MAX_ARG_STRLEN
+        assert len(' '.join(['zfs', 'destroy', argument]).encode('utf-8')) + 1 <= MAX_ARGV_BYTES
+    # no more calls than the size needs
+    total = len('tank/some/dataset@') + sum(length + 1 for _ in names)
+    assert len(batches) <= total // (MAX_ARGV_BYTES // 2) + 1
+
+
+def test_destroy_batches_of_a_long_prune_run_in_separate_calls():
+    names = [f'zfs-auto-snap_hourly-2024-{i:010d}' for i in range(5_000)]
+    runner = ScriptedRunner(MODERN + [(['zfs', 'destroy'], (0, '', ''))])
+    zfs = Zfs(runner)
+    for batch in zfs.destroy_batches('tank', names):
+        assert zfs.destroy_snapshots('tank', batch).rc == 0
+    destroys = [c for c in runner.calls if c[1] == 'destroy']
+    assert len(destroys) == 2
+    assert [n for c in destroys for n in c[2].split('@', 1)[1].split(',')] == names
+    assert all(len(c[2]) + 1 <= MAX_ARG_STRLEN for c in destroys)
+
+
+def test_batches_count_the_quotes_a_remote_shell_needs():
+    spaced = ['tank/with space@s'] * 3
+    assert batch_by_size(spaced, ['zfs'], 4 + 3 * (len(spaced[0]) + 3)) == [spaced]
+    assert batch_by_size(spaced, ['zfs'], 4 + 3 * (len(spaced[0]) + 1)) == [spaced[:2], spaced[2:]]

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Parsers on output recorded from real OpenZFS 2.1 and 2.3 (tests/testbed/record_fixtures.py)."""
+"""Parsers on output recorded from real OpenZFS 2.1, 2.3 and 2.4 (tests/testbed/record_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _zfs_pars
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import SNAPSHOT_COLUMNS
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
-SERIES = ['2.1', '2.3']
+SERIES = ['2.1', '2.3', '2.4']
 DATASET_COLUMNS = ['name', 'type', 'written', 'receive_resume_token', 'com.sun:auto-snapshot',
                    'com.sun:auto-snapshot:daily', 'com.sun:auto-snapshot:frequent']
 
@@ -80,12 +80,16 @@ def test_holds(series):
     # the reason for a held snapshot changed wording between the series; the name is always there
     ('2.1', 'destroy_held.stderr.txt', 'tank/data/home@zfs-auto-snap_daily-2026-11-24-0000: dataset is busy'),
     ('2.3', 'destroy_held.stderr.txt', "tank/data/home@zfs-auto-snap_daily-2026-11-24-0000: it's being held"),
+    ('2.4', 'destroy_held.stderr.txt', "tank/data/home@zfs-auto-snap_daily-2026-11-24-0000: it's being held"),
     ('2.1', 'destroy_cloned.stderr.txt', "'tank/data/db@zfs-auto-snap_daily-2026-11-24-0000': snapshot has dependent clones"),
     ('2.3', 'destroy_cloned.stderr.txt', "'tank/data/db@zfs-auto-snap_daily-2026-11-24-0000': snapshot has dependent clones"),
+    ('2.4', 'destroy_cloned.stderr.txt', "'tank/data/db@zfs-auto-snap_daily-2026-11-24-0000': snapshot has dependent clones"),
     ('2.1', 'list_missing.stderr.txt', "cannot open 'tank/nonexistent': dataset does not exist"),
     ('2.3', 'list_missing.stderr.txt', "cannot open 'tank/nonexistent': dataset does not exist"),
+    ('2.4', 'list_missing.stderr.txt', "cannot open 'tank/nonexistent': dataset does not exist"),
     ('2.1', 'snapshot_existing.stderr.txt', 'dataset already exists'),
     ('2.3', 'snapshot_existing.stderr.txt', 'dataset already exists'),
+    ('2.4', 'snapshot_existing.stderr.txt', 'dataset already exists'),
 ])
 def test_recorded_errors_name_the_snapshot(series, name, needle):
     text = fixture(series, name)
@@ -136,3 +140,65 @@ def test_snapshots_from_get_legacy():
            'tank/a@s1\tuserrefs\t1\n')
     (snap,) = parse.snapshots_from_get(out)
     assert (snap.full_name, snap.guid, snap.createtxg, snap.creation, snap.userrefs) == ('tank/a@s1', 11, 5, 1700000000, 1)
+
+
+ODD_COLUMNS = ['name', 'type', 'written', 'com.sun:auto-snapshot', 'com.sun:auto-snapshot:daily']
+
+
+@pytest.mark.parametrize('output,parsed,unparsable', [
+    # a newline inside a value continues the row: the value is still unambiguous
+    ('tank\tfilesystem\t0\t-\t-\ntank/a\tfilesystem\t5\ttrue\nfalse\t-\ntank/b\tfilesystem\t0\t-\t-\n',
+     [('tank', '-', '-'), ('tank/a', 'true\nfalse', '-'), ('tank/b', '-', '-')], []),
+    # a value ending in a newline, in the last column: an empty continuation line
+    ('tank/a\tfilesystem\t5\t-\ttrue\n\ntank/b\tfilesystem\t0\t-\t-\n',
+     [('tank/a', '-', 'true\n'), ('tank/b', '-', '-')], []),
+    # continuation text that reads like a name is not a row without a type after it
+    ('tank/a\tfilesystem\t5\tx\ntank/b\t-\ntank/b\tfilesystem\t0\t-\t-\n',
+     [('tank/a', 'x\ntank/b', '-'), ('tank/b', '-', '-')], []),
+    # a tab: one column too many, and which of the two user properties holds it is unknowable
+    ('tank\tfilesystem\t0\t-\t-\ntank/a\tfilesystem\t5\ttrue\tfalse\t-\ntank/b\tfilesystem\t0\t-\t-\n',
+     [('tank', '-', '-'), ('tank/b', '-', '-')], ['tank/a']),
+    # tab and newline together
+    ('tank/a\tfilesystem\t5\ta\tb\nc\t-\ntank/b\tfilesystem\t0\t-\t-\n', [('tank/b', '-', '-')], ['tank/a']),
+    # an imitated row not at the start of a line stays inside the value it belongs to
+    ('tank/a\tfilesystem\t5\t-\nx\ttank/b\tfilesystem\t0\ttrue\ttrue\ntank/b\tfilesystem\t0\tfalse\t-\n',
+     [('tank/b', 'false', '-')], ['tank/a']),
+    # at the start of a line it reads as a row: the name is then listed twice and neither row is believed
+    ('tank/a\tfilesystem\t5\t-\ntank/b\tfilesystem\t0\ttrue\ttrue\ntank/b\tfilesystem\t0\tfalse\t-\n',
+     [], ['tank/a', 'tank/b']),
+])
+def test_dataset_listing_with_tabs_and_newlines_in_values(output, parsed, unparsable):
+    listing = parse.dataset_listing(output, ODD_COLUMNS)
+    got = [(d.name, d.properties['com.sun:auto-snapshot'], d.properties['com.sun:auto-snapshot:daily'])
+           for d in listing.datasets]
+    assert got == parsed
+    assert [name for name, _why in listing.unparsable] == unparsable
+    if unparsable:
+        with pytest.raises(ValueError, match='unexpected zfs output'):
+            parse.datasets(output, ODD_COLUMNS)
+    else:
+        assert parse.datasets(output, ODD_COLUMNS) == listing.datasets
+
+
+def test_one_user_property_column_takes_every_surplus_tab():
+    (ds,) = parse.dataset_listing('tank/a\tfilesystem\tyes\tno\tmaybe\n', ['name', 'type', 'com.sun:auto-snapshot']).datasets
+    assert ds.properties == {'com.sun:auto-snapshot': 'yes\tno\tmaybe'}
+
+
+def test_native_columns_only_still_demand_the_exact_column_count():
+    with pytest.raises(ValueError, match='unexpected zfs output'):
+        parse.datasets('tank\tfilesystem\t0\n', ['name', 'type', 'written', 'encryption'])
+
+
+@pytest.mark.parametrize('stderr,kind', [
+    ("cannot destroy snapshot tank@a: dataset is busy", 'held'),
+    ("cannot destroy snapshot tank@a: it's being held. Run 'zfs holds -r tank@a' to see holders.", 'held'),
+    ("cannot destroy 'tank@a': snapshot has dependent clones", 'cloned'),
+    ("cannot open 'tank/x': dataset does not exist", 'missing'),
+    ('could not find any snapshots to destroy; check snapshot names.', 'missing'),
+    ("cannot create snapshot 'tank@a': dataset already exists", 'exists'),
+    ("cannot create snapshot 'tank@a': pool I/O is currently suspended", None),
+    ('', None),
+])
+def test_error_kind(stderr, kind):
+    assert parse.error_kind(stderr) == kind
