@@ -43,14 +43,27 @@ class _Recorder:
         return self.runner.run(argv, check=check)
 
 
+class SnapshotBatchReport(t.TypedDict):
+    pool: str
+    label: str
+    name: str
+    snapshots: list[str]
+    calls: int  # 0 in check mode
+
+
+class DestroyBatchReport(t.TypedDict):
+    dataset: str
+    snapshots: list[str]
+
+
 @dataclasses.dataclass
 class Outcome:
     created: list[str] = dataclasses.field(default_factory=list)
     destroyed: list[str] = dataclasses.field(default_factory=list)
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
     errors: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
-    snapshot_batches: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
-    destroy_batches: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
+    snapshot_batches: list[SnapshotBatchReport] = dataclasses.field(default_factory=list)
+    destroy_batches: list[DestroyBatchReport] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -206,9 +219,9 @@ def _label_counts(plan: Plan, out: Outcome) -> dict[str, dict[str, int]]:
     for batch in plan.creates:
         labels[batch.label]['created'] += sum(1 for n in batch.full_names if n in created)
     destroyed = set(out.destroyed)
-    for batch in plan.destroys:
-        for name, label in zip(batch.names, batch.labels):
-            if f'{batch.dataset}@{name}' in destroyed:
+    for doomed in plan.destroys:
+        for name, label in zip(doomed.names, doomed.labels):
+            if f'{doomed.dataset}@{name}' in destroyed:
                 labels[label]['destroyed'] += 1
     return labels
 
