@@ -49,10 +49,6 @@ class Dataset:
     written: int | None = None
     receive_resume_token: str | None = None
 
-    @property
-    def pool(self) -> str:
-        return self.name.split('/', 1)[0]
-
 
 @dataclasses.dataclass
 class Features:
