@@ -104,23 +104,26 @@ def dataset_listing(output: str, columns: t.Sequence[str]) -> DatasetListing:
             rows[-1].append(line)
         else:
             raise ValueError(f'unexpected zfs output line (expected {len(cols)} columns): {line!r}')
-    parsed: list[tuple[str, list[str] | None]] = []
+    parsed: list[tuple[str, list[str] | None, str]] = []
     for row in rows:
         text = '\n'.join(row)
-        parsed.append((row[0].split('\t', 1)[0], _split_row(text, cols)))
+        found = text.count('\t') + 1
+        why = ('a user property value holds a tab or newline that makes the listing ambiguous' if found > len(cols)
+               else f'{found} of {len(cols)} columns')
+        parsed.append((row[0].split('\t', 1)[0], _split_row(text, cols), why))
     seen: dict[str, int] = {}
-    for name, _fields in parsed:
+    for name, _fields, _why in parsed:
         seen[name] = seen.get(name, 0) + 1
     result: list[Dataset] = []
     unparsable: list[tuple[str, str]] = []
-    for name, fields in parsed:
+    for name, fields, why in parsed:
         if seen[name] > 1:
             # a value that spans lines can imitate a row; a name twice means one of them is not real
             if (name, 'listed more than once') not in unparsable:
                 unparsable.append((name, 'listed more than once'))
             continue
         if fields is None:
-            unparsable.append((name, 'a user property value holds a tab or newline that makes the listing ambiguous'))
+            unparsable.append((name, why))
             continue
         result.append(_dataset(dict(zip(cols, fields)), cols))
     return DatasetListing(result, unparsable)

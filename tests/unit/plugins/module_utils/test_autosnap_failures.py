@@ -8,8 +8,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 import typing as t
 
+import pytest
+
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _autosnap, _cli
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._autosnap import autosnap
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._naming import format_name
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
@@ -138,3 +143,16 @@ def test_a_value_imitating_a_row_excludes_both_names(tmp_path: t.Any) -> None:
     assert 'tank/z' not in made
     assert {'tank/z'} <= {e['name'] for e in result['excluded']}
     assert made <= {'tank', 'tank/a', 'tank/odd', 'tank/odd/child'}
+
+
+def test_the_cli_reports_an_odd_value_in_its_json(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
+    host = odd_host('true\tfalse')
+    monkeypatch.setattr(_cli, 'LocalRunner', lambda: host)
+    monkeypatch.setattr(_autosnap, 'utcnow', lambda: NOW)
+    out = io.StringIO()
+    code = _cli.main(['autosnap', '--root', 'tank', '--policy', 'daily=3', '--policy', 'hourly=3', '--json',
+                      '--lock-dir', str(tmp_path)], stdout=out, stderr=io.StringIO())
+    result = json.loads(out.getvalue())
+    assert code == _cli.EXIT_OK and 'failed' not in result
+    assert {'tank/odd', 'tank/odd/child'} <= {e['name'] for e in result['excluded']}
+    assert {n.split('@', 1)[0] for n in result['created']} == {'tank', 'tank/a', 'tank/z'}

@@ -202,3 +202,9 @@ def test_native_columns_only_still_demand_the_exact_column_count():
 ])
 def test_error_kind(stderr, kind):
     assert parse.error_kind(stderr) == kind
+
+
+def test_a_short_row_is_reported_with_its_column_count():
+    listing = parse.dataset_listing('tank\tfilesystem\t0\t-\t-\ntank/a\tfilesystem\t0\t-\n', ODD_COLUMNS)
+    assert [d.name for d in listing.datasets] == ['tank']
+    assert listing.unparsable == [('tank/a', '4 of 5 columns')]
