@@ -7,7 +7,8 @@
 
 Per run the cost is one dataset listing, one snapshot listing, one
 ``zfs snapshot`` per pool and name and one ``zfs destroy`` per dataset with
-something to prune; retries happen only when a destroy batch is refused.
+something to prune (more only past the kernel's argument limit); retries
+happen only when a destroy batch is refused.
 """
 
 from __future__ import annotations

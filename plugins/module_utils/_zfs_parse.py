@@ -39,7 +39,8 @@ _DATASET_CORE_COLUMNS = ('name', 'type', 'written', 'receive_resume_token')
 _NATIVE_VALUE = {
     'name': re.compile(r'[A-Za-z0-9][A-Za-z0-9_.: /-]*'),
     'type': re.compile(r'filesystem|volume'),
-    'written': re.compile(r'\d+|-'),
+    # raw with -p, '1.5K' from a legacy CLI without it
+    'written': re.compile(r'[0-9][0-9.]*[BKMGTPEZ]?|-'),
 }
 
 

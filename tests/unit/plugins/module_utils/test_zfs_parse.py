@@ -208,3 +208,8 @@ def test_a_short_row_is_reported_with_its_column_count():
     listing = parse.dataset_listing('tank\tfilesystem\t0\t-\t-\ntank/a\tfilesystem\t0\t-\n', ODD_COLUMNS)
     assert [d.name for d in listing.datasets] == ['tank']
     assert listing.unparsable == [('tank/a', '4 of 5 columns')]
+
+
+def test_a_legacy_listing_without_raw_numbers_still_parses():
+    (ds,) = parse.dataset_listing('tank/a\tfilesystem\t1.5K\ttrue\t-\n', ODD_COLUMNS).datasets
+    assert (ds.name, ds.written, ds.properties['com.sun:auto-snapshot']) == ('tank/a', None, 'true')
