@@ -28,6 +28,7 @@ from ._selection import property_columns
 __all__ = ['AutosnapConfig', 'LockTimeout', 'ValidationError', 'ZfsCommandError', 'make_config',
            'run_autosnap', 'autosnap', 'execute_plan', 'destroy_with_retry', 'list_state', 'utcnow']
 
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
