@@ -140,7 +140,7 @@ def test_destroy_batches_fit_one_argument_and_keep_every_name(count, length):
         assert len(argument.encode('utf-8')) + 1 <= MAX_ARG_STRLEN
         assert len(' '.join(['zfs', 'destroy', argument]).encode('utf-8')) + 1 <= MAX_ARGV_BYTES
     # no more calls than the size needs
-    total = len('tank/some/dataset@') + sum(length + 1 for _ in names)
+    total = len('tank/some/dataset@') + len(names) * (length + 1)
     assert len(batches) <= total // (MAX_ARGV_BYTES // 2) + 1
 
 
