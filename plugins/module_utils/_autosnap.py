@@ -7,27 +7,26 @@
 
 Per run the cost is one dataset listing, one snapshot listing, one
 ``zfs snapshot`` per pool and name and one ``zfs destroy`` per dataset with
-something to prune; retries happen only when a destroy batch is refused.
+something to prune (more only past the kernel's argument limit); retries
+happen only when a destroy batch is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import typing as t
 
 from ._autosnap_plan import AutosnapConfig, Plan, build_plan, diff_text, make_config
 from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT, LockTimeout, locked
 from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
 from ._validate import reject_shell_metachars, validate_pool_name
-from ._zfs import CommandResult, Runner, Zfs, batch_by_size, destroy_groups
+from ._zfs import CommandResult, Runner, Zfs
+from . import _zfs_parse as parse
 from ._selection import needs_sources, property_columns
 
 __all__ = ['AutosnapConfig', 'LockTimeout', 'ValidationError', 'ZfsCommandError', 'make_config',
            'run_autosnap', 'autosnap', 'execute_plan', 'destroy_with_retry', 'list_state', 'utcnow']
-
-_MISSING_RE = re.compile(r"cannot open '([^']+)': dataset does not exist")
 
 
 def utcnow() -> dt.datetime:
@@ -41,9 +40,22 @@ class _Recorder:
         self.runner = runner
         self.calls: list[list[str]] = []
 
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         self.calls.append([str(a) for a in argv])
-        return self.runner.run(argv, check=check, input_bytes=input_bytes)
+        return self.runner.run(argv, check=check)
+
+
+class SnapshotBatchReport(t.TypedDict):
+    pool: str
+    label: str
+    name: str
+    snapshots: list[str]
+    calls: int  # 0 in check mode
+
+
+class DestroyBatchReport(t.TypedDict):
+    dataset: str
+    snapshots: list[str]
 
 
 @dataclasses.dataclass
@@ -52,14 +64,18 @@ class Outcome:
     destroyed: list[str] = dataclasses.field(default_factory=list)
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
     errors: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
-    snapshot_batches: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
-    destroy_batches: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
+    snapshot_batches: list[SnapshotBatchReport] = dataclasses.field(default_factory=list)
+    destroy_batches: list[DestroyBatchReport] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-def _unique_by(items: t.Iterable[t.Any], key: t.Callable[[t.Any], str]) -> list[t.Any]:
+_T = t.TypeVar('_T')
+
+
+def _unique_by(items: t.Iterable[_T], key: t.Callable[[_T], str]) -> list[_T]:
     # overlapping roots (tank and tank/home with -r) list the same dataset twice
     seen: set[str] = set()
-    out = []
+    out: list[_T] = []
     for item in items:
         k = key(item)
         if k not in seen:
@@ -74,10 +90,10 @@ def list_state(zfs: Zfs, config: AutosnapConfig, roots: t.Sequence[str]) -> tupl
         datasets = zfs.list_datasets(roots, config.recursive, user_props=property_columns(config.labels),
                                      with_written=config.skip_unchanged)
     except ZfsCommandError as exc:
-        missing = _MISSING_RE.findall(exc.stderr)
+        missing = parse.missing_datasets(exc.stderr)
         if missing:
             raise ValidationError(f'dataset does not exist: {", ".join(missing)}') from exc
-        if 'does not exist' in exc.stderr:
+        if parse.error_kind(exc.stderr) == 'missing':
             raise ValidationError(f'a root does not exist: {exc.stderr.strip()}') from exc
         raise
     datasets = _with_sources(zfs, _unique_by(datasets, lambda d: d.name), config.labels)
@@ -94,19 +110,6 @@ def _with_sources(zfs: Zfs, datasets: list[Dataset], labels: t.Sequence[str]) ->
     return [dataclasses.replace(ds, sources=sources[ds.name]) if ds.name in sources else ds for ds in datasets]
 
 
-def _blamed(stderr: str, dataset: str, names: t.Sequence[str]) -> dict[str, str]:
-    """Names zfs named as refused, with its reason ('dataset is busy' for holds, clones...)."""
-    out: dict[str, str] = {}
-    for line in stderr.splitlines():
-        for name in names:
-            full = f'{dataset}@{name}'
-            for marker in (f'{full}: ', f"'{full}': "):
-                pos = line.find(marker)
-                if pos >= 0 and name not in out:
-                    out[name] = line[pos + len(marker):].strip() or line.strip()
-    return out
-
-
 def destroy_with_retry(zfs: Zfs, dataset: str, names: t.Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
     """Destroy *names* of *dataset* in one call; when refused, drop the refused names and retry.
 
@@ -117,14 +120,14 @@ def destroy_with_retry(zfs: Zfs, dataset: str, names: t.Sequence[str]) -> tuple[
     """
     destroyed: list[str] = []
     skipped: list[dict[str, str]] = []
-    pending = destroy_groups(dataset, names)
+    pending = zfs.destroy_batches(dataset, names)
     while pending:
         group = pending.pop(0)
         res = zfs.destroy_snapshots(dataset, group)
         if res.rc == 0:
             destroyed.extend(f'{dataset}@{n}' for n in group)
             continue
-        blamed = _blamed(res.stderr, dataset, group)
+        blamed = parse.refused_snapshots(res.stderr, dataset, group)
         if blamed:
             skipped.extend({'name': f'{dataset}@{n}', 'reason': f'destroy refused: {blamed[n]}'} for n in group if n in blamed)
             rest = [n for n in group if n not in blamed]
@@ -146,7 +149,10 @@ def _create(zfs: Zfs, plan: Plan, out: Outcome) -> set[tuple[str, str]]:
     for batch in plan.creates:
         full = batch.full_names
         # split here rather than inside Zfs.snapshot so a failure maps to exactly the names not made
-        chunks = batch_by_size(full, [zfs.zfs, 'snapshot']) if multi else [full]
+        chunks = zfs.snapshot_batches(full) if multi else [full]
+        if len(chunks) > 1:
+            out.warnings.append(f'{batch.pool}: {len(full)} {batch.label} snapshots were split into {len(chunks)} '
+                                'calls to stay under the argument limit, so they are not all of one transaction group')
         calls = 0
         for chunk in chunks:
             calls += 1 if multi else len(chunk)
@@ -181,9 +187,17 @@ def _prune(zfs: Zfs, plan: Plan, out: Outcome, failed: set[tuple[str, str]]) -> 
                 names.append(name)
         if not names:
             continue
-        done, refused = destroy_with_retry(zfs, batch.dataset, names)
-        out.destroyed.extend(done)
-        out.skipped.extend(refused)
+        for chunk in zfs.destroy_batches(batch.dataset, names):
+            try:
+                done, refused = destroy_with_retry(zfs, batch.dataset, chunk)
+            except ZfsCommandError as exc:
+                # a destroy that could not even run (transport, argv) costs this chunk, not the run
+                out.errors.append(exc.as_dict())
+                out.skipped.extend({'name': f'{batch.dataset}@{n}', 'reason': f'destroy failed: {exc.stderr.strip()}'}
+                                   for n in chunk)
+                continue
+            out.destroyed.extend(done)
+            out.skipped.extend(refused)
         out.destroy_batches.append({'dataset': batch.dataset, 'snapshots': [f'{batch.dataset}@{n}' for n in names]})
 
 
@@ -209,9 +223,9 @@ def _label_counts(plan: Plan, out: Outcome) -> dict[str, dict[str, int]]:
     for batch in plan.creates:
         labels[batch.label]['created'] += sum(1 for n in batch.full_names if n in created)
     destroyed = set(out.destroyed)
-    for batch in plan.destroys:
-        for name, label in zip(batch.names, batch.labels):
-            if f'{batch.dataset}@{name}' in destroyed:
+    for doomed in plan.destroys:
+        for name, label in zip(doomed.names, doomed.labels):
+            if f'{doomed.dataset}@{name}' in destroyed:
                 labels[label]['destroyed'] += 1
     return labels
 
@@ -273,7 +287,7 @@ def run_autosnap(config: AutosnapConfig, runner: Runner, *, check_mode: bool = F
         'labels': _label_counts(plan, out),
         'snapshot_batches': out.snapshot_batches,
         'destroy_batches': out.destroy_batches,
-        'warnings': plan.warnings + zfs.warnings + _refusal_warning(out),
+        'warnings': plan.warnings + zfs.warnings + out.warnings + _refusal_warning(out),
         'commands': recorder.calls,
     })
     if diff:

@@ -41,7 +41,7 @@ class AutosnapConfig:
         return list(self.policy)
 
 
-def _bool(value: t.Any, what: str) -> bool:
+def _bool(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise ValidationError(f'{what} must be true or false, got {value!r}')
     return value

@@ -86,7 +86,8 @@ def parse_name(name: str, prefix: str, sep: str) -> ParsedName | None:
     if not label:
         return None
     try:
-        when = dt.datetime(*(int(g) for g in match.groups()), tzinfo=dt.timezone.utc)
+        year, month, day, hour, minute = (int(g) for g in match.groups())
+        when = dt.datetime(year, month, day, hour, minute, tzinfo=dt.timezone.utc)
     except ValueError:
         # e.g. 2024-02-30: not something either tool wrote
         return None

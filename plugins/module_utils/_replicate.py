@@ -31,7 +31,7 @@ from ._replicate_options import ReplicateParams
 from ._transport import Transport, which_argv
 from ._transport_factory import make_transport
 from ._types import Dataset, Snapshot, ValidationError, ZfsCommandError
-from ._zfs import Zfs, destroy_groups, receive_argv, send_argv
+from ._zfs import Zfs, receive_argv, send_argv
 from ._zfs_parse import is_stale_token_error, parse_send_size
 
 MAX_REPLANS = 3
@@ -434,7 +434,7 @@ class _Run:
             doomed = plan_target_prune(d.tgt_snaps or [], self.p.target_retention, self.selection, {common.guid})
             res['pruned'] = [s.full_name for s in doomed]
             if doomed and not self.check_mode:
-                for group in destroy_groups(plan.target, [s.name for s in doomed]):
+                for group in self.dst.destroy_batches(plan.target, [s.name for s in doomed]):
                     out = self.dst.destroy_snapshots(plan.target, group)
                     if out.rc != 0:
                         self.warnings.append(f'{plan.target}: pruning failed: {out.stderr.strip()}')

@@ -53,10 +53,6 @@ class Dataset:
     # `zfs get` SOURCE of some of those properties ('local', 'inherited from tank', ...); only asked for when needed
     sources: t.Mapping[str, str] = dataclasses.field(default_factory=dict)
 
-    @property
-    def pool(self) -> str:
-        return self.name.split('/', 1)[0]
-
 
 @dataclasses.dataclass
 class Features:
@@ -67,7 +63,6 @@ class Features:
     multi_snapshot: bool = True
     bookmarks: bool = True
     resume: bool = True
-    holds: bool = True
 
     @property
     def legacy(self) -> bool:

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import subprocess
 import typing as t
 
 from ._types import Dataset, Features, Snapshot, ZfsCommandError
 from . import _zfs_parse as parse
 
-# Linux ARG_MAX is 2 MiB including the environment, but over ssh the whole command line (quoted)
-# becomes one argument of the remote shell, capped at MAX_ARG_STRLEN (128 KiB): half of that leaves
-# room for the quoting and the pipeline stages around it.
-MAX_ARGV_BYTES = 64 * 1024
+# Linux refuses any single argument longer than MAX_ARG_STRLEN (32 pages, with
+# its NUL) with E2BIG, whatever ARG_MAX says. Through ssh the whole command line
+# travels as ONE argument (of ssh here, of the login shell there), quoted, so an
+# argv must fit one argument's worth once quoted, with room for `env LC_ALL=C`.
+MAX_ARG_STRLEN = 128 * 1024
+# half of it: the remote shell's own quoting and the pipeline stages around the command share that argument
+MAX_ARGV_BYTES = MAX_ARG_STRLEN // 2
 
 SNAPSHOT_COLUMNS = ('name', 'guid', 'createtxg', 'creation', 'userrefs', 'clones')
 
@@ -39,7 +43,7 @@ class CommandResult:
 
 
 class Runner(t.Protocol):
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         ...
 
 
@@ -52,11 +56,11 @@ class LocalRunner:
         self.env['LC_ALL'] = 'C'
         self.calls: list[list[str]] = []
 
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         try:
-            proc = subprocess.run(argv, input=input_bytes, capture_output=True, env=self.env, check=False)
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=self.env, check=False)
         except OSError as exc:
             raise ZfsCommandError(argv, 127, '', str(exc)) from exc
         result = CommandResult(argv, proc.returncode, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace'))
@@ -65,27 +69,45 @@ class LocalRunner:
         return result
 
 
-def destroy_groups(dataset: str, names: t.Sequence[str], limit: int = MAX_ARGV_BYTES) -> list[list[str]]:
-    """Split *names* into groups whose one ``dataset@a,b,c`` argument stays under *limit* bytes, order kept.
-
-    Linux caps a single argument at MAX_ARG_STRLEN (128 KiB) whatever ARG_MAX allows; a comma costs what
-    batch_by_size counts for a separating space.
-    """
-    return batch_by_size(names, [f'{dataset}@'], limit)
+def _quoted_len(arg: str) -> int:
+    return len(shlex.quote(arg).encode('utf-8')) + 1
 
 
 def batch_by_size(items: t.Sequence[str], fixed: t.Sequence[str], limit: int = MAX_ARGV_BYTES) -> list[list[str]]:
-    """Split *items* into batches whose argv (with *fixed* prefix) stays under *limit* bytes."""
-    base = sum(len(a.encode('utf-8')) + 1 for a in fixed)
+    """Split *items* into batches whose argv (with *fixed* prefix) stays under *limit* bytes, quoted."""
+    base = sum(_quoted_len(a) for a in fixed)
     batches: list[list[str]] = []
     current: list[str] = []
     size = base
     for item in items:
-        cost = len(item.encode('utf-8')) + 1
+        cost = _quoted_len(item)
         if current and size + cost > limit:
             batches.append(current)
             current, size = [], base
         current.append(item)
+        size += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
+def destroy_batches(dataset: str, names: t.Sequence[str], fixed: t.Sequence[str] = ('zfs', 'destroy'),
+                    limit: int = MAX_ARGV_BYTES) -> list[list[str]]:
+    """Split snapshot *names* of one dataset so each ``ds@a,b,c`` argument (and argv) stays under *limit*.
+
+    All the names share one argument, so it is that argument, not the argv count,
+    that meets MAX_ARG_STRLEN first: about 3,400 default-prefix names.
+    """
+    base = sum(_quoted_len(a) for a in fixed) + _quoted_len(f'{dataset}@') + 2  # +2: quotes if any name needs them
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = base
+    for name in names:
+        cost = len(name.encode('utf-8')) + 1  # the name and its comma
+        if current and size + cost > limit:
+            batches.append(current)
+            current, size = [], base
+        current.append(name)
         size += cost
     if current:
         batches.append(current)
@@ -137,7 +159,8 @@ class Zfs:
         self.warnings: list[str] = []
 
     # ----------------------------------------------------------------- basics
-    def run(self, *args: str, check: bool = True) -> CommandResult:
+    def _run(self, *args: str, check: bool = True) -> CommandResult:
+        # private: argv for zfs is built by the methods of this class and nowhere else
         return self.runner.run([self.zfs, *args], check=check)
 
     @property
@@ -147,12 +170,12 @@ class Zfs:
         return self._features
 
     def _detect_features(self) -> Features:
-        res = self.run('version', check=False)
+        res = self._run('version', check=False)
         if res.rc == 0:
             return parse.features_from_version(res.stdout)
         # No `zfs version`: older OpenZFS or a legacy CLI. Probe the one thing we
         # depend on most; an unknown option is reported by usage text, not a crash.
-        probe = self.run('list', '-H', '-p', '-o', 'name', '-t', 'filesystem', '-d', '0', check=False)
+        probe = self._run('list', '-H', '-p', '-o', 'name', '-t', 'filesystem', '-d', '0', check=False)
         if probe.rc != 0 and parse.is_usage_error(probe.stderr):
             return Features(version=None, parsable_list=False, multi_snapshot=False, bookmarks=False, resume=False)
         return Features(version=None, bookmarks=False, resume=False)
@@ -165,7 +188,11 @@ class Zfs:
     def list_datasets(self, roots: t.Sequence[str] | None, recursive: bool = True,
                       user_props: t.Sequence[str] = (), with_written: bool = False,
                       with_resume_token: bool = False) -> list[Dataset]:
-        """One listing of filesystems and volumes under *roots* (all pools when None)."""
+        """One listing of filesystems and volumes under *roots* (all pools when None).
+
+        A dataset whose user property values hold a tab comes back ``unreadable``; a listing whose rows
+        cannot be told apart is a :class:`ZfsCommandError`.
+        """
         cols = ['name', 'type']
         if with_written:
             cols.append('written')
@@ -181,7 +208,7 @@ class Zfs:
         if not recursive and roots:
             argv.extend(['-d', '0'])
         argv.extend(roots or [])
-        res = self.run(*argv)
+        res = self._run(*argv)
         try:
             datasets = parse.datasets(res.stdout, cols)
         except parse.AmbiguousOutput as exc:
@@ -194,7 +221,7 @@ class Zfs:
         # Without -p, `written` prints as "1.5K"; ask `zfs get -Hp` per dataset instead.
         filled = []
         for ds in datasets:
-            res = self.run('get', '-H', '-p', '-o', 'value', 'written', ds.name, check=False)
+            res = self._run('get', '-H', '-p', '-o', 'value', 'written', ds.name, check=False)
             value = res.stdout.strip() if res.rc == 0 else '-'
             filled.append(dataclasses.replace(ds, written=parse.to_int(value)))
         return filled
@@ -207,11 +234,11 @@ class Zfs:
             return self._legacy_list_snapshots(roots, recursive)
         argv = ['list', '-H', '-p', '-t', types, '-o', ','.join(SNAPSHOT_COLUMNS)]
         if not roots:
-            return parse.snapshots(self.run(*argv).stdout, SNAPSHOT_COLUMNS)
+            return parse.snapshots(self._run(*argv).stdout, SNAPSHOT_COLUMNS)
         argv.extend(['-r'] if recursive else ['-d', '1'])
         snaps: list[Snapshot] = []
         for batch in batch_by_size(roots, [self.zfs, *argv]):
-            snaps.extend(parse.snapshots(self.run(*argv, *batch).stdout, SNAPSHOT_COLUMNS))
+            snaps.extend(parse.snapshots(self._run(*argv, *batch).stdout, SNAPSHOT_COLUMNS))
         return snaps
 
     def _legacy_list_snapshots(self, roots: t.Sequence[str] | None, recursive: bool) -> list[Snapshot]:
@@ -219,7 +246,7 @@ class Zfs:
         if roots:
             argv.append('-r')
             argv.extend(roots)
-        names = [n for n in self.run(*argv).stdout.splitlines() if n]
+        names = [n for n in self._run(*argv).stdout.splitlines() if n]
         if roots and not recursive:
             names = [n for n in names if n.split('@', 1)[0] in roots]
         by_dataset: dict[str, list[str]] = {}
@@ -229,7 +256,7 @@ class Zfs:
         snaps: list[Snapshot] = []
         for ds_names in by_dataset.values():
             for batch in batch_by_size(ds_names, [self.zfs, 'get', '-H', '-p', '-o', 'name,property,value', ','.join(props)]):
-                res = self.run('get', '-H', '-p', '-o', 'name,property,value', ','.join(props), *batch)
+                res = self._run('get', '-H', '-p', '-o', 'name,property,value', ','.join(props), *batch)
                 snaps.extend(parse.snapshots_from_get(res.stdout))
         return snaps
 
@@ -241,17 +268,15 @@ class Zfs:
         argv = ['get', '-H', '-o', 'name,property,source', ','.join(props)]
         out: dict[str, dict[str, str]] = {}
         for batch in batch_by_size(names, [self.zfs, *argv]):
-            res = self.run(*argv, *batch, check=False)
-            if res.rc != 0 and 'does not exist' not in res.stderr:
+            res = self._run(*argv, *batch, check=False)
+            if res.rc != 0 and parse.error_kind(res.stderr) != 'missing':
                 raise ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr)
-            for line in res.stdout.splitlines():
-                fields = line.split('\t')
-                if len(fields) == 3:
-                    out.setdefault(fields[0], {})[fields[1]] = fields[2]
+            for name, found in parse.property_sources(res.stdout).items():
+                out.setdefault(name, {}).update(found)
         return out
 
     def exists(self, name: str) -> bool:
-        res = self.run('list', '-H', '-o', 'name', name, check=False)
+        res = self._run('list', '-H', '-o', 'name', name, check=False)
         return res.rc == 0
 
     # ---------------------------------------------------------------- changes
@@ -267,17 +292,26 @@ class Zfs:
             if len(full_names) > 1:
                 self.warnings.append('this zfs CLI takes one snapshot per call: snapshots of one run are not atomic')
             for name in full_names:
-                self.run('snapshot', *opts, name)
+                self._run('snapshot', *opts, name)
             return [[n] for n in full_names]
-        batches = batch_by_size(full_names, [self.zfs, 'snapshot', *opts])
-        if len(batches) > 1:
-            self.warnings.append(f'{len(full_names)} snapshots were split into {len(batches)} calls to stay under the argument limit')
+        batches = self.snapshot_batches(full_names, opts)
         for batch in batches:
-            self.run('snapshot', *opts, *batch)
+            self._run('snapshot', *opts, *batch)
         return batches
 
+    def snapshot_batches(self, full_names: t.Sequence[str], opts: t.Sequence[str] = ()) -> list[list[str]]:
+        """How :meth:`snapshot` splits *full_names* into calls; one batch unless the argument limit forces more."""
+        return batch_by_size(full_names, [self.zfs, 'snapshot', *opts])
+
+    def destroy_batches(self, dataset: str, names: t.Sequence[str]) -> list[list[str]]:
+        """How *names* of *dataset* split into :meth:`destroy_snapshots` calls that fit the argument limit."""
+        return destroy_batches(dataset, names, (self.zfs, 'destroy'))
+
     def destroy_snapshots(self, dataset: str, names: t.Sequence[str]) -> CommandResult:
-        """Destroy snapshots of one dataset in one call: ``zfs destroy ds@a,b,c``. Never recursive."""
+        """Destroy snapshots of one dataset in one call: ``zfs destroy ds@a,b,c``. Never recursive.
+
+        One call is all or nothing; split long lists with :meth:`destroy_batches` first.
+        """
         if not names:
             raise ValueError('nothing to destroy')
         for name in names:
@@ -286,23 +320,23 @@ class Zfs:
                 raise ValueError(f'refusing to destroy an unsafe snapshot name: {name!r}')
         arg = f'{dataset}@{",".join(names)}'
         if len(arg.encode('utf-8')) > MAX_ARGV_BYTES:
-            # callers split with destroy_groups; one argument past the kernel's limit fails every later run
-            raise ValueError(f'destroy batch of {len(names)} names is too long for one argument; split it with destroy_groups')
-        return self.run('destroy', arg, check=False)
+            # callers split with destroy_batches; one argument past the kernel's limit fails every later run
+            raise ValueError(f'destroy batch of {len(names)} names is too long for one argument; split it with destroy_batches')
+        return self._run('destroy', arg, check=False)
 
     def hold(self, tag: str, full_names: t.Sequence[str]) -> None:
         for batch in batch_by_size(full_names, [self.zfs, 'hold', tag]):
-            self.run('hold', tag, *batch)
+            self._run('hold', tag, *batch)
 
     def release(self, tag: str, full_names: t.Sequence[str], check: bool = True) -> None:
         for batch in batch_by_size(full_names, [self.zfs, 'release', tag]):
-            self.run('release', tag, *batch, check=check)
+            self._run('release', tag, *batch, check=check)
 
     def holds(self, full_names: t.Sequence[str]) -> dict[str, list[str]]:
         """Tags held on each snapshot, for the names given (one call per argv batch)."""
         out: dict[str, list[str]] = {n: [] for n in full_names}
         for batch in batch_by_size(full_names, [self.zfs, 'holds', '-H']):
-            res = self.run('holds', '-H', *batch)
+            res = self._run('holds', '-H', *batch)
             for name, tag in parse.holds(res.stdout):
                 out.setdefault(name, []).append(tag)
         return out
@@ -310,21 +344,21 @@ class Zfs:
     def create_filesystem(self, name: str, props: t.Mapping[str, str]) -> None:
         """One ``zfs create -o k=v name``; never ``-p``, which ignores ``-o`` for the parents it makes."""
         opts = [arg for key, value in props.items() for arg in ('-o', f'{key}={value}')]
-        self.run('create', *opts, name)
+        self._run('create', *opts, name)
 
     def destroy_bookmark(self, full_name: str) -> None:
         """Destroy one bookmark ``ds#mark``; anything else is refused before zfs sees it."""
         dataset, sep, mark = full_name.partition('#')
         if not sep or not dataset or not mark or any(c in mark for c in '@,/%#'):
             raise ValueError(f'refusing to destroy {full_name!r}: not a single bookmark')
-        self.run('destroy', full_name)
+        self._run('destroy', full_name)
 
     def send_estimate(self, send_args: t.Sequence[str], raw: bool) -> CommandResult:
         """``zfs send -nvP``: what a send would transfer; the caller reads rc and the size."""
         return self.runner.run(estimate_argv(send_args, raw, self.zfs), check=False)
 
     def bookmark(self, snapshot: str, bookmark: str) -> None:
-        self.run('bookmark', snapshot, bookmark)
+        self._run('bookmark', snapshot, bookmark)
 
     def receive_abort(self, dataset: str) -> None:
-        self.run('receive', '-A', dataset)
+        self._run('receive', '-A', dataset)

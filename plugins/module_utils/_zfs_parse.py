@@ -106,6 +106,17 @@ def datasets(output: str, columns: t.Sequence[str]) -> list[Dataset]:
     return result
 
 
+def property_sources(output: str) -> dict[str, dict[str, str]]:
+    """``zfs get -H -o name,property,source``: per dataset, where each property's value comes from."""
+    out: dict[str, dict[str, str]] = {}
+    for line in output.splitlines():
+        fields = line.split('\t')
+        # a source is 'local', 'default', '-' or 'inherited from NAME'; none holds a tab
+        if len(fields) == 3:
+            out.setdefault(fields[0], {})[fields[1]] = fields[2]
+    return out
+
+
 def snapshots(output: str, columns: t.Sequence[str]) -> list[Snapshot]:
     result = []
     cols = list(columns)
@@ -167,15 +178,50 @@ def features_from_version(output: str) -> Features:
     return Features(version=version)
 
 
+ErrorKind = t.Literal['held', 'cloned', 'missing', 'exists']
+
+# The wording of each refusal in the OpenZFS series recorded under tests/.../fixtures.
+_ERROR_HINTS: tuple[tuple[ErrorKind, tuple[str, ...]], ...] = (
+    # 2.1 words a held snapshot's EBUSY as 'dataset is busy', 2.3 on as "it's being held"
+    ('held', ("it's being held", 'dataset is busy')),
+    ('cloned', ('has dependent clones',)),
+    ('missing', ('does not exist', 'could not find any snapshots')),
+    ('exists', ('already exists',)),
+)
+
+_MISSING_RE = re.compile(r"cannot open '([^']+)': dataset does not exist")
+
+
+def error_kind(stderr: str) -> ErrorKind | None:
+    """Why zfs refused, from its stderr: the first known reason found, None for anything else."""
+    text = stderr.lower()
+    for kind, hints in _ERROR_HINTS:
+        if any(hint in text for hint in hints):
+            return kind
+    return None
+
+
+def missing_datasets(stderr: str) -> list[str]:
+    """Names ``zfs list`` reported as not existing."""
+    return _MISSING_RE.findall(stderr)
+
+
+def refused_snapshots(stderr: str, dataset: str, names: t.Sequence[str]) -> dict[str, str]:
+    """Names of *dataset* a failed ``zfs destroy ds@a,b`` blamed, with the reason it gave."""
+    out: dict[str, str] = {}
+    for line in stderr.splitlines():
+        for name in names:
+            full = f'{dataset}@{name}'
+            for marker in (f'{full}: ', f"'{full}': "):
+                pos = line.find(marker)
+                if pos >= 0 and name not in out:
+                    out[name] = line[pos + len(marker):].strip() or line.strip()
+    return out
+
+
 def is_usage_error(stderr: str) -> bool:
     text = stderr.lower()
     return 'invalid option' in text or 'usage:' in text or 'unrecognized' in text
-
-
-def version_tuple(version: str | None) -> tuple[int, ...]:
-    if not version:
-        return ()
-    return tuple(int(p) for p in re.findall(r'\d+', version)[:3])
 
 
 # `zfs send -t` reports a token it cannot use with one of these

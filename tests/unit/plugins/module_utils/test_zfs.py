@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import CommandResult, LocalRunner, Zfs, batch_by_size, destroy_groups
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import (
+    MAX_ARG_STRLEN, MAX_ARGV_BYTES, CommandResult, LocalRunner, Zfs, batch_by_size, destroy_batches)
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import remote_command
 
 
@@ -126,9 +127,9 @@ def test_local_runner_uses_c_locale_and_argv_without_shell():
 
 
 @pytest.mark.parametrize('count,limit', [(0, 100), (1, 100), (7, 100), (7, 200), (5000, 64 * 1024)])
-def test_destroy_groups_keep_order_and_stay_under_the_limit(count: int, limit: int) -> None:
+def test_destroy_batches_keep_order_and_stay_under_a_given_limit(count: int, limit: int) -> None:
     names = [f'zfs-auto-snap_frequent-2026-01-01-{i:04d}' for i in range(count)]
-    groups = destroy_groups('tank/some/dataset', names, limit=limit)
+    groups = destroy_batches('tank/some/dataset', names, limit=limit)
     assert [n for g in groups for n in g] == names
     assert all(len(f'tank/some/dataset@{",".join(g)}'.encode()) <= limit for g in groups)
     assert all(groups)
@@ -141,3 +142,41 @@ def test_batches_fit_through_a_remote_shell() -> None:
     assert len(batches) > 1 and [n for b in batches for n in b] == names
     for batch in batches:
         assert len(remote_command(['zfs', 'hold', 'pyzfsautosnap:zfsbackups', *batch]).encode()) < 128 * 1024
+
+
+def test_zfs_argv_is_built_only_inside_zfs():
+    # the choke point: callers get typed methods, never a way to pass raw zfs argv
+    assert not hasattr(Zfs, 'run')
+
+
+@pytest.mark.parametrize('count,length', [(1, 36), (3_400, 36), (5_000, 36), (5_000, 200), (40_000, 3)])
+def test_destroy_batches_fit_one_argument_and_keep_every_name(count, length):
+    names = [f'{i:0{length}d}' for i in range(count)]
+    batches = destroy_batches('tank/some/dataset', names)
+    assert [n for b in batches for n in b] == names
+    for batch in batches:
+        argument = 'tank/some/dataset@' + ','.join(batch)
+        assert len(argument.encode('utf-8')) + 1 <= MAX_ARG_STRLEN
+        assert len(' '.join(['zfs', 'destroy', argument]).encode('utf-8')) + 1 <= MAX_ARGV_BYTES
+    # no more calls than the size needs
+    total = len('tank/some/dataset@') + len(names) * (length + 1)
+    assert len(batches) <= total // (MAX_ARGV_BYTES // 2) + 1
+
+
+def test_destroy_batches_of_a_long_prune_run_in_separate_calls():
+    names = [f'zfs-auto-snap_hourly-2024-{i:010d}' for i in range(5_000)]
+    runner = ScriptedRunner(MODERN + [(['zfs', 'destroy'], (0, '', ''))])
+    zfs = Zfs(runner)
+    for batch in zfs.destroy_batches('tank', names):
+        assert zfs.destroy_snapshots('tank', batch).rc == 0
+    destroys = [c for c in runner.calls if c[1] == 'destroy']
+    # 5,000 names of 36 bytes and their commas: three arguments of at most 64 KiB
+    assert len(destroys) == 3
+    assert [n for c in destroys for n in c[2].split('@', 1)[1].split(',')] == names
+    assert all(len(c[2]) + 1 <= MAX_ARG_STRLEN for c in destroys)
+
+
+def test_batches_count_the_quotes_a_remote_shell_needs():
+    spaced = ['tank/with space@s'] * 3
+    assert batch_by_size(spaced, ['zfs'], 4 + 3 * (len(spaced[0]) + 3)) == [spaced]
+    assert batch_by_size(spaced, ['zfs'], 4 + 3 * (len(spaced[0]) + 1)) == [spaced[:2], spaced[2:]]

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Parsers on output recorded from real OpenZFS 2.1 and 2.3 (tests/testbed/record_fixtures.py)."""
+"""Parsers on output recorded from real OpenZFS 2.1, 2.3 and 2.4 (tests/testbed/record_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _zfs_pars
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import SNAPSHOT_COLUMNS
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
-SERIES = ['2.1', '2.3']
+SERIES = ['2.1', '2.3', '2.4']
 DATASET_COLUMNS = ['name', 'type', 'written', 'receive_resume_token', 'com.sun:auto-snapshot',
                    'com.sun:auto-snapshot:daily', 'com.sun:auto-snapshot:frequent']
 
@@ -29,7 +29,7 @@ def fixture(series: str, name: str) -> str:
 def test_version(series):
     features = parse.features_from_version(fixture(series, 'version.txt'))
     assert features.version is not None and features.version.startswith(series + '.')
-    assert parse.version_tuple(features.version)[:2] == tuple(int(p) for p in series.split('.'))
+    assert tuple(int(p) for p in features.version.split('.')[:2]) == tuple(int(p) for p in series.split('.'))
     assert not features.legacy
 
 
@@ -80,12 +80,16 @@ def test_holds(series):
     # the reason for a held snapshot changed wording between the series; the name is always there
     ('2.1', 'destroy_held.stderr.txt', 'tank/data/home@zfs-auto-snap_daily-2026-11-24-0000: dataset is busy'),
     ('2.3', 'destroy_held.stderr.txt', "tank/data/home@zfs-auto-snap_daily-2026-11-24-0000: it's being held"),
+    ('2.4', 'destroy_held.stderr.txt', "tank/data/home@zfs-auto-snap_daily-2026-11-24-0000: it's being held"),
     ('2.1', 'destroy_cloned.stderr.txt', "'tank/data/db@zfs-auto-snap_daily-2026-11-24-0000': snapshot has dependent clones"),
     ('2.3', 'destroy_cloned.stderr.txt', "'tank/data/db@zfs-auto-snap_daily-2026-11-24-0000': snapshot has dependent clones"),
+    ('2.4', 'destroy_cloned.stderr.txt', "'tank/data/db@zfs-auto-snap_daily-2026-11-24-0000': snapshot has dependent clones"),
     ('2.1', 'list_missing.stderr.txt', "cannot open 'tank/nonexistent': dataset does not exist"),
     ('2.3', 'list_missing.stderr.txt', "cannot open 'tank/nonexistent': dataset does not exist"),
+    ('2.4', 'list_missing.stderr.txt', "cannot open 'tank/nonexistent': dataset does not exist"),
     ('2.1', 'snapshot_existing.stderr.txt', 'dataset already exists'),
     ('2.3', 'snapshot_existing.stderr.txt', 'dataset already exists'),
+    ('2.4', 'snapshot_existing.stderr.txt', 'dataset already exists'),
 ])
 def test_recorded_errors_name_the_snapshot(series, name, needle):
     text = fixture(series, name)
@@ -166,3 +170,30 @@ def test_odd_property_values_are_read_or_marked(output: str, expected: list[tupl
 def test_ambiguous_listing_is_an_error_not_a_guess(output: str) -> None:
     with pytest.raises(parse.AmbiguousOutput):
         parse.datasets(output, ODD_COLS)
+
+
+ODD_COLUMNS = ['name', 'type', 'written', 'com.sun:auto-snapshot', 'com.sun:auto-snapshot:daily']
+
+
+def test_native_columns_only_still_demand_the_exact_column_count():
+    with pytest.raises(parse.AmbiguousOutput, match='cannot read the zfs listing'):
+        parse.datasets('tank\tfilesystem\t0\n', ['name', 'type', 'written', 'encryption'])
+
+
+@pytest.mark.parametrize('stderr,kind', [
+    ("cannot destroy snapshot tank@a: dataset is busy", 'held'),
+    ("cannot destroy snapshot tank@a: it's being held. Run 'zfs holds -r tank@a' to see holders.", 'held'),
+    ("cannot destroy 'tank@a': snapshot has dependent clones", 'cloned'),
+    ("cannot open 'tank/x': dataset does not exist", 'missing'),
+    ('could not find any snapshots to destroy; check snapshot names.', 'missing'),
+    ("cannot create snapshot 'tank@a': dataset already exists", 'exists'),
+    ("cannot create snapshot 'tank@a': pool I/O is currently suspended", None),
+    ('', None),
+])
+def test_error_kind(stderr, kind):
+    assert parse.error_kind(stderr) == kind
+
+
+def test_a_legacy_listing_without_raw_numbers_still_parses():
+    (ds,) = parse.datasets('tank/a\tfilesystem\t1.5K\ttrue\t-\n', ODD_COLUMNS)
+    assert (ds.name, ds.written, ds.properties['com.sun:auto-snapshot']) == ('tank/a', None, 'true')
