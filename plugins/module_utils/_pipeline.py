@@ -175,7 +175,7 @@ class _LocalHalf:
 
     def __init__(self, segment: LocalSegment, consumer: bool, env: t.Mapping[str, str]) -> None:
         self.stages = segment.stages
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.errs: list[t.IO[bytes]] = []
         self.killed: set[int] = set()
         self.fd: int | None = None
@@ -199,8 +199,9 @@ class _LocalHalf:
             err = tempfile.TemporaryFile()
             self.errs.append(err)
             try:
+                # preexec_fn only makes one prctl call (see _signals.die_with_parent): no lock it could wait for
                 proc = subprocess.Popen(list(stage.argv), stdin=stdin, stdout=stdout, stderr=err, env=dict(env),
-                                        preexec_fn=die_with_parent())
+                                        preexec_fn=die_with_parent())  # noqa: PLW1509
             except OSError as exc:
                 raise ZfsCommandError(stage.argv, 127, '', str(exc), stage=stage.name) from exc
             finally:
@@ -210,7 +211,7 @@ class _LocalHalf:
             self.procs.append(proc)
             prev = proc.stdout
         if consumer:
-            self.fd = self.procs[0].stdin.fileno()
+            self.fd = t.cast(t.IO[bytes], self.procs[0].stdin).fileno()
         else:
             self.fd = t.cast(t.IO[bytes], prev).fileno()
         _grow_pipe(self.fd)

@@ -23,7 +23,7 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import Zf
 # Stands in for ssh: logs its argv, pretends to start/stop a master, and runs
 # the command line through a shell the way sshd does on the remote side.
 FAKE_SSH = '''\
-import json, os, sys
+import json, os, socket, sys
 args = sys.argv[1:]
 with open(os.environ['FAKE_SSH_LOG'], 'a') as log:
     log.write(json.dumps(args) + '\\n')
@@ -33,6 +33,7 @@ if os.environ.get('FAKE_SSH_FAIL'):
 takes_value = {'-o', '-p', '-l', '-i', '-F', '-O', '-S', '-c'}
 i = 0
 control = None
+path = None
 while i < len(args):
     if args[i] == '--':
         i += 1
@@ -40,13 +41,39 @@ while i < len(args):
     if args[i] in takes_value:
         if args[i] == '-O':
             control = args[i + 1]
+        if args[i] == '-o' and args[i + 1].startswith('ControlPath='):
+            path = args[i + 1].split('=', 1)[1].replace('%C', 'c0ffee' * 6 + 'c0ff')
         i += 2
         continue
     if args[i].startswith('-'):
         i += 1
         continue
     break
-if control or '-N' in args[:i]:
+if control:
+    # like `ssh -O exit`: ask the master over its socket
+    if control == 'exit' and path and os.path.exists(path):
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.sendall(b'exit')
+        client.recv(1)
+    sys.exit(0)
+if '-N' in args[:i]:
+    # a master in the foreground: listen on the control socket (bound under a temporary
+    # name, then renamed, as ssh does) until told to exit or killed
+    if os.environ.get('FAKE_SSH_MASTER_PID'):
+        with open(os.environ['FAKE_SSH_MASTER_PID'], 'w') as out:
+            out.write(str(os.getpid()))
+    if os.environ.get('FAKE_SSH_MASTER_HANG'):
+        import time
+        time.sleep(3600)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path + '.tmp')
+    server.listen(1)
+    os.rename(path + '.tmp', path)
+    conn, _ = server.accept()
+    conn.recv(16)
+    os.unlink(path)
+    conn.close()
     sys.exit(0)
 command = ' '.join(args[i + 1:])
 os.execvp('sh', ['sh', '-c', command])
@@ -110,9 +137,10 @@ def test_one_master_for_the_whole_run(fake_ssh: tuple[str, pathlib.Path]) -> Non
         transport.runner().run(['true'])
     master, first, second, exit_ = calls(log)
     m_opts = options_of(master)
-    assert m_opts['ControlMaster'] == 'yes' and m_opts['ControlPersist'] == '300'
+    # the master stays our child: in the foreground, never persisting after us
+    assert m_opts['ControlMaster'] == 'yes' and m_opts['ControlPersist'] == 'no'
     assert m_opts['ControlPath'] == os.path.join(control_dir, '%C')
-    assert '-f' in master and '-N' in master
+    assert '-f' not in master and '-N' in master
     for client in (first, second):
         c_opts = options_of(client)
         assert c_opts['ControlMaster'] == 'no' and c_opts['ControlPath'] == m_opts['ControlPath']
