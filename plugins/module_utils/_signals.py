@@ -127,11 +127,16 @@ def deferred() -> t.Iterator[None]:
                 raise Interrupted(signum)
 
 
-def interrupted_result(signum: int, msg: str | None = None) -> dict[str, t.Any]:
+def interrupted_result(signum: int, dataset: str | None = None) -> dict[str, t.Any]:
     """The result of a run an :class:`Interrupted` ended before anything reported it."""
     name = signal_name(signum)
-    return {'failed': True, 'changed': False, 'interrupted': {'signal': name},
-            'msg': msg or f'interrupted by {name}; stopped every stage, resumable state kept'}
+    info: dict[str, t.Any] = {'signal': name}
+    where = ''
+    if dataset:
+        info['dataset'] = dataset
+        where = f' while replicating {dataset}'
+    return {'failed': True, 'changed': False, 'interrupted': info,
+            'msg': f'interrupted by {name}{where}; every stage stopped, resumable state kept'}
 
 
 def interrupted_signal(result: t.Mapping[str, t.Any]) -> int | None:
