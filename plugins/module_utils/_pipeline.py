@@ -199,16 +199,19 @@ class _LocalHalf:
             err = tempfile.TemporaryFile()
             self.errs.append(err)
             try:
-                # preexec_fn only makes one prctl call (see _signals.die_with_parent): no lock it could wait for
-                proc = subprocess.Popen(list(stage.argv), stdin=stdin, stdout=stdout, stderr=err, env=dict(env),
-                                        preexec_fn=die_with_parent())  # noqa: PLW1509
+                # a signal inside Popen (it waits for the exec) would lose a started child: held back
+                # until the child is in the list, where whatever is raised finds it and stops it
+                with deferred():
+                    # preexec_fn only makes one prctl call (see _signals.die_with_parent): no lock it could wait for
+                    proc = subprocess.Popen(list(stage.argv), stdin=stdin, stdout=stdout, stderr=err, env=dict(env),
+                                            preexec_fn=die_with_parent())  # noqa: PLW1509
+                    self.procs.append(proc)
             except OSError as exc:
                 raise ZfsCommandError(stage.argv, 127, '', str(exc), stage=stage.name) from exc
             finally:
                 if prev is not None:
                     # only the next process may hold the read end, or EOF/SIGPIPE never arrive
                     prev.close()
-            self.procs.append(proc)
             prev = proc.stdout
         if consumer:
             self.fd = t.cast(t.IO[bytes], self.procs[0].stdin).fileno()
@@ -272,9 +275,14 @@ class _ChannelHalf:
         self.rc: int | None = None
         self.killed = False
         self._drain: threading.Thread | None = None
-        if consumer:
-            self._drain = threading.Thread(target=self._discard, daemon=True)
-            self._drain.start()
+        try:
+            if consumer:
+                self._drain = threading.Thread(target=self._discard, daemon=True)
+                self._drain.start()
+        except BaseException:
+            # a signal while the thread starts: the channel is not in the pipeline's hands yet
+            self.proc.kill()
+            raise
 
     def _discard(self) -> None:
         try:
@@ -331,6 +339,9 @@ class _Pump(threading.Thread):
         self.consumer = consumer
         self.bytes = 0
         self.error: str | None = None
+        # waited on instead of join(): a join that a signal interrupts marks the thread as
+        # ended although it still runs (CPython's Thread._wait_for_tstate_lock)
+        self.done = threading.Event()
 
     def run(self) -> None:
         try:
@@ -347,6 +358,12 @@ class _Pump(threading.Thread):
             # the halves may be torn down under it; nothing here is worth a traceback
             with contextlib.suppress(Exception):
                 self._finish()
+            self.done.set()
+
+    def stop_wait(self, timeout: float) -> None:
+        if self.done.wait(timeout):
+            # only the thread's own exit is left
+            self.join(timeout)
 
     def _splice(self, src: int, dst: int) -> None:
         while True:
@@ -411,7 +428,7 @@ def _stop(halves: t.Sequence[_Half], pump: _Pump | None, grace: float) -> None:
         if half.alive():
             half.kill(grace)
     if pump is not None:
-        pump.join(grace)
+        pump.stop_wait(grace)
     for half in halves:
         if isinstance(half, _ChannelHalf):
             half.join(grace)
@@ -437,8 +454,7 @@ def run_pipeline(producer: Segment, consumer: Segment, *, timeout: float | None 
         halves.append(_start(consumer, True, env))
         pump = _Pump(halves[0], halves[1])
         pump.start()
-        while pump.is_alive():
-            pump.join(POLL)
+        while not pump.done.wait(POLL):
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
                 break
@@ -453,7 +469,7 @@ def run_pipeline(producer: Segment, consumer: Segment, *, timeout: float | None 
         if timed_out:
             for half in halves:
                 half.kill()
-            pump.join(KILL_GRACE)
+            pump.stop_wait(KILL_GRACE)
         seconds = time.monotonic() - started
         results = [r for half in halves for r in half.results()]
     except BaseException:
@@ -466,7 +482,6 @@ def run_pipeline(producer: Segment, consumer: Segment, *, timeout: float | None 
             _stop(halves, pump, grace)
             for half in halves:
                 half.close()
-    assert pump is not None
     cmd = [describe(producer, consumer)]
     if timed_out:
         detail = '; '.join(f'{r.name}: {r.stderr.strip()}' for r in results if r.stderr.strip())

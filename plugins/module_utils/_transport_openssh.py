@@ -33,7 +33,7 @@ import tempfile
 import time
 import typing as t
 
-from ._signals import die_with_parent
+from ._signals import deferred, die_with_parent
 from ._transport import LocalSegment, Segment, SshOptions, Stage, Transport, remote_command, remote_script
 from ._types import ZfsCommandError
 from ._zfs import CommandResult
@@ -92,6 +92,17 @@ def reap_stale_control_dirs(parents: t.Iterable[str] | None = None) -> list[str]
     return paths
 
 
+def _reap(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 class SshRunner:
     """Runs argv lists on the remote host; records each argv like LocalRunner does."""
 
@@ -103,14 +114,21 @@ class SshRunner:
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         cmd = self.transport.ssh_argv(remote_command(argv))
+        proc: subprocess.Popen[bytes] | None = None
         try:
+            # a signal inside Popen would lose the started child: held back until it is ours
+            with deferred():
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        preexec_fn=die_with_parent())  # noqa: PLW1509
             # never let ssh read the controller's own stdin
-            proc = subprocess.run(cmd, input=input_bytes or b'', capture_output=True, check=False,
-                                  preexec_fn=die_with_parent())
+            out, err = proc.communicate(input_bytes or b'')
         except OSError as exc:
+            _reap(proc)
             raise ZfsCommandError(cmd, 127, '', str(exc), stage='ssh') from exc
-        result = CommandResult(argv, proc.returncode, proc.stdout.decode('utf-8', 'replace'),
-                               proc.stderr.decode('utf-8', 'replace'))
+        except BaseException:
+            _reap(proc)
+            raise
+        result = CommandResult(argv, t.cast(int, proc.returncode), out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace'))
         if result.rc == SSH_ERROR_RC:
             raise ZfsCommandError(['ssh', t.cast(str, self.transport.host), *argv], result.rc, result.stdout, result.stderr, stage='ssh')
         if check and result.rc != 0:
@@ -199,9 +217,10 @@ class OpenSshTransport(Transport):
         with tempfile.TemporaryFile() as err:
             try:
                 try:
-                    # preexec_fn only makes one prctl call (see _signals.die_with_parent)
-                    self.master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                                   preexec_fn=die_with_parent())  # noqa: PLW1509
+                    # held back until the master is ours to stop; preexec_fn only makes one prctl call
+                    with deferred():
+                        self.master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                                       preexec_fn=die_with_parent())  # noqa: PLW1509
                 except OSError as exc:
                     raise ZfsCommandError(argv, 127, '', str(exc), stage='ssh') from exc
                 rc = self._wait_ready(self.master)
