@@ -264,6 +264,11 @@ class OpenSshTransport(Transport):
     def close(self) -> None:
         if self.control_dir is None:
             return
+        # bounded, and a signal half way would leave the master running: held back until done
+        with deferred():
+            self._close()
+
+    def _close(self) -> None:
         try:
             if self.master_started and self.master is not None and self.master.poll() is None:
                 argv = [self.ssh, *self.base_options(), '-O', 'exit', '--', t.cast(str, self.host)]
@@ -279,7 +284,7 @@ class OpenSshTransport(Transport):
             self._stop_master()
         finally:
             self.master_started = False
-            shutil.rmtree(self.control_dir, ignore_errors=True)
+            shutil.rmtree(t.cast(str, self.control_dir), ignore_errors=True)
             self.control_dir = None
 
     # ------------------------------------------------------------ interface

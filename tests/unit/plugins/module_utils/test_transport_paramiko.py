@@ -248,7 +248,8 @@ class ExecServer(paramiko.ServerInterface):
             proc.kill()
         rc = proc.wait()
         threads[1].join(5)
-        channel.send_exit_status(rc)
+        # a command killed by a signal is reported the way a shell reports it (the status is unsigned)
+        channel.send_exit_status(rc if rc >= 0 else 128 - rc)
         channel.close()
 
 
