@@ -15,7 +15,8 @@ strings, and appends the OPTIONs given after it (e.g. ``--check``). The systemd
 units use it: dataset names and patterns reach the engine verbatim, with no
 shell or unit-file quoting in between.
 
-Exit status: 0 done, 1 a zfs command failed, 2 bad input, 3 lock timeout.
+Exit status: 0 done, 1 a zfs command failed, 2 bad input, 3 lock timeout,
+128+N stopped by signal N (143 SIGTERM, 130 SIGINT, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from . import _autosnap_options, _replicate_options
 from ._autosnap import run_autosnap
 from ._lock import LockTimeout
 from ._options import add_arguments, from_namespace
-from ._types import ValidationError, ZfsCommandError
+from ._signals import exit_status, interrupted_result, interrupted_signal, interrupts_raise
+from ._types import Interrupted, ValidationError, ZfsCommandError
 from ._zfs import LocalRunner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
@@ -119,7 +121,10 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
         return EXIT_USAGE
     args = build_parser().parse_args(argv)
     try:
-        code, result = args.func(args)
+        with interrupts_raise():
+            code, result = args.func(args)
+    except Interrupted as exc:
+        code, result = EXIT_FAILED, interrupted_result(exc.signum, getattr(exc, 'dataset', None))
     except ValidationError as exc:
         code, result = EXIT_USAGE, {'failed': True, 'msg': str(exc)}
     except LockTimeout as exc:
@@ -127,7 +132,14 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
     except ZfsCommandError as exc:
         code, result = EXIT_FAILED, {'failed': True, 'msg': str(exc), **exc.as_dict()}
     result['check_mode'] = bool(getattr(args, 'check', False))
+    signum = interrupted_signal(result)
+    if signum is not None:
+        code = exit_status(signum)
+        result['failed'] = True
+        result.setdefault('msg', interrupted_result(signum)['msg'])
     if getattr(args, 'json', False):
+        if signum is not None:
+            stderr.write(f'error: {result["msg"]}\n')
         json.dump(result, stdout, indent=2, sort_keys=True)
         stdout.write('\n')
     else:

@@ -14,10 +14,20 @@ consumer that died, without any shell.
 
 When a run fails the blame goes to the stage that caused it, not to the ones
 that died of a broken pipe because of it.
+
+Whatever ends the wait early (a timeout, :class:`~._types.Interrupted`, any
+other exception) stops every stage before it propagates: local processes get
+SIGTERM and, after a grace period, SIGKILL; channels are closed; the threads
+that moved the stream are joined. Nothing is cleaned up on the receiving side:
+a ``zfs receive -s`` stopped half way keeps its resumable state. Every process
+also gets the parent-death signal, so a SIGKILLed engine leaves none behind;
+the stages are started by the thread calling :func:`run_pipeline`, which
+therefore must outlive them (it does: it waits for them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -28,6 +38,7 @@ import threading
 import time
 import typing as t
 
+from ._signals import deferred, die_with_parent
 from ._transport import ChannelSegment, LocalSegment, RemoteProcess, Segment, Stage, quote_argv, split_markers
 from ._types import ZfsCommandError
 
@@ -35,6 +46,8 @@ CHUNK = 1024 * 1024
 # Linux F_SETPIPE_SZ; the default 64 KiB pipe makes the pump wake up 16 times per MiB
 _F_SETPIPE_SZ = getattr(fcntl, 'F_SETPIPE_SZ', 1031)
 KILL_GRACE = 5.0
+# an interrupted run is being waited for (systemd, a job runner): stop quickly
+INTERRUPT_GRACE = 2.0
 POLL = 0.2
 
 COMPRESSORS = {
@@ -162,10 +175,19 @@ class _LocalHalf:
 
     def __init__(self, segment: LocalSegment, consumer: bool, env: t.Mapping[str, str]) -> None:
         self.stages = segment.stages
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.errs: list[t.IO[bytes]] = []
         self.killed: set[int] = set()
         self.fd: int | None = None
+        try:
+            self._spawn(consumer, env)
+        except BaseException:
+            # a failed start or a signal half way: none of the started stages may stay behind
+            self.kill(INTERRUPT_GRACE)
+            self.close()
+            raise
+
+    def _spawn(self, consumer: bool, env: t.Mapping[str, str]) -> None:
         prev: t.IO[bytes] | None = None
         last = len(self.stages) - 1
         for index, stage in enumerate(self.stages):
@@ -177,18 +199,22 @@ class _LocalHalf:
             err = tempfile.TemporaryFile()
             self.errs.append(err)
             try:
-                proc = subprocess.Popen(list(stage.argv), stdin=stdin, stdout=stdout, stderr=err, env=dict(env))
+                # a signal inside Popen (it waits for the exec) would lose a started child: held back
+                # until the child is in the list, where whatever is raised finds it and stops it
+                with deferred():
+                    # preexec_fn only makes one prctl call (see _signals.die_with_parent): no lock it could wait for
+                    proc = subprocess.Popen(list(stage.argv), stdin=stdin, stdout=stdout, stderr=err, env=dict(env),
+                                            preexec_fn=die_with_parent())  # noqa: PLW1509
+                    self.procs.append(proc)
             except OSError as exc:
-                self.kill()
                 raise ZfsCommandError(stage.argv, 127, '', str(exc), stage=stage.name) from exc
             finally:
                 if prev is not None:
                     # only the next process may hold the read end, or EOF/SIGPIPE never arrive
                     prev.close()
-            self.procs.append(proc)
             prev = proc.stdout
         if consumer:
-            self.fd = self.procs[0].stdin.fileno()
+            self.fd = t.cast(t.IO[bytes], self.procs[0].stdin).fileno()
         else:
             self.fd = t.cast(t.IO[bytes], prev).fileno()
         _grow_pipe(self.fd)
@@ -199,17 +225,21 @@ class _LocalHalf:
     def failed_early(self) -> bool:
         return any(p.poll() not in (None, 0) for p in self.procs)
 
-    def kill(self) -> None:
+    def kill(self, grace: float = KILL_GRACE) -> None:
         for index, proc in enumerate(self.procs):
             if proc.poll() is None:
                 self.killed.add(index)
                 proc.terminate()
-        deadline = time.monotonic() + KILL_GRACE
+        deadline = time.monotonic() + grace
         for proc in self.procs:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for proc in self.procs:
+            # reaped, so no zombie is left for a caller that goes on to the next dataset
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace)
 
     def wait(self, deadline: float | None) -> bool:
         for proc in self.procs:
@@ -245,9 +275,14 @@ class _ChannelHalf:
         self.rc: int | None = None
         self.killed = False
         self._drain: threading.Thread | None = None
-        if consumer:
-            self._drain = threading.Thread(target=self._discard, daemon=True)
-            self._drain.start()
+        try:
+            if consumer:
+                self._drain = threading.Thread(target=self._discard, daemon=True)
+                self._drain.start()
+        except BaseException:
+            # a signal while the thread starts: the channel is not in the pipeline's hands yet
+            self.proc.kill()
+            raise
 
     def _discard(self) -> None:
         try:
@@ -264,10 +299,14 @@ class _ChannelHalf:
     def failed_early(self) -> bool:
         return not self.alive() and self.rc != 0
 
-    def kill(self) -> None:
+    def kill(self, grace: float = KILL_GRACE) -> None:
         if self.alive():
             self.killed = True
         self.proc.kill()
+
+    def join(self, timeout: float) -> None:
+        if self._drain is not None:
+            self._drain.join(timeout)
 
     def wait(self, deadline: float | None) -> bool:
         if self.rc is None:
@@ -300,6 +339,9 @@ class _Pump(threading.Thread):
         self.consumer = consumer
         self.bytes = 0
         self.error: str | None = None
+        # waited on instead of join(): a join that a signal interrupts marks the thread as
+        # ended although it still runs (CPython's Thread._wait_for_tstate_lock)
+        self.done = threading.Event()
 
     def run(self) -> None:
         try:
@@ -309,10 +351,19 @@ class _Pump(threading.Thread):
                 self._copy()
         except BrokenPipeError:
             self.error = 'the receiving side closed the stream before its end'
-        except (OSError, EOFError) as exc:
+        except Exception as exc:
+            # a channel closed under it (say) is the stream's error, never a thread's traceback
             self.error = f'stream copy failed: {exc}'
         finally:
-            self._finish()
+            # the halves may be torn down under it; nothing here is worth a traceback
+            with contextlib.suppress(Exception):
+                self._finish()
+            self.done.set()
+
+    def stop_wait(self, timeout: float) -> None:
+        if self.done.wait(timeout):
+            # only the thread's own exit is left
+            self.join(timeout)
 
     def _splice(self, src: int, dst: int) -> None:
         while True:
@@ -371,22 +422,39 @@ class _Pump(threading.Thread):
             self.producer.kill()
 
 
+def _stop(halves: t.Sequence[_Half], pump: _Pump | None, grace: float) -> None:
+    """Stop every stage still running, then wait for the threads that moved the stream."""
+    for half in halves:
+        if half.alive():
+            half.kill(grace)
+    if pump is not None:
+        pump.stop_wait(grace)
+    for half in halves:
+        if isinstance(half, _ChannelHalf):
+            half.join(grace)
+
+
 def run_pipeline(producer: Segment, consumer: Segment, *, timeout: float | None = None,
                  env: t.Mapping[str, str] | None = None) -> PipelineResult:
-    """Run the stream to its end; raise :class:`PipelineError` naming the stage that failed."""
+    """Run the stream to its end; raise :class:`PipelineError` naming the stage that failed.
+
+    Anything else raised while it waits (:class:`~._types.Interrupted` above all) stops
+    every stage, joins the stream's threads and propagates unchanged.
+    """
     env = dict(os.environ if env is None else env)
     env['LC_ALL'] = 'C'
     started = time.monotonic()
     deadline = started + timeout if timeout else None
     halves: list[_Half] = []
+    pump: _Pump | None = None
     timed_out = False
+    grace = KILL_GRACE
     try:
         halves.append(_start(producer, False, env))
         halves.append(_start(consumer, True, env))
         pump = _Pump(halves[0], halves[1])
         pump.start()
-        while pump.is_alive():
-            pump.join(POLL)
+        while not pump.done.wait(POLL):
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
                 break
@@ -401,14 +469,19 @@ def run_pipeline(producer: Segment, consumer: Segment, *, timeout: float | None 
         if timed_out:
             for half in halves:
                 half.kill()
-            pump.join(KILL_GRACE)
+            pump.stop_wait(KILL_GRACE)
         seconds = time.monotonic() - started
         results = [r for half in halves for r in half.results()]
+    except BaseException:
+        # whoever waits for this run (systemd, a job runner) wants it gone soon
+        grace = INTERRUPT_GRACE
+        raise
     finally:
-        for half in halves:
-            if half.alive():
-                half.kill()
-            half.close()
+        # a second signal must not leave stages running half stopped
+        with deferred():
+            _stop(halves, pump, grace)
+            for half in halves:
+                half.close()
     cmd = [describe(producer, consumer)]
     if timed_out:
         detail = '; '.join(f'{r.name}: {r.stderr.strip()}' for r in results if r.stderr.strip())

@@ -10,6 +10,11 @@ Host keys must already be in known_hosts: the missing-key policy is
 connection is tuned for bulk streams: TCP_NODELAY (as OpenSSH), a large channel
 window, AES-GCM first where paramiko offers it (fast with AES-NI), large reads,
 and writes that hand paramiko a memoryview.
+
+No local process is involved (except a ProxyCommand, which paramiko starts):
+when the engine stops, :meth:`ParamikoTransport.close` closes every channel it
+opened, and when it is killed the kernel closes the TCP connection, after which
+sshd ends the remote commands' input.
 """
 
 from __future__ import annotations
@@ -124,7 +129,7 @@ class ChannelProcess:
             self._stderr += data
 
     def read(self, size: int) -> bytes:
-        return self.channel.recv(size)
+        return t.cast(bytes, self.channel.recv(size))
 
     def write(self, data: bytes) -> None:
         # sendall slices what is left after every packet: on bytes that copies the rest of a
@@ -138,7 +143,7 @@ class ChannelProcess:
         if not self.channel.status_event.wait(timeout):
             return None
         self._drain.join(5)
-        return self.channel.recv_exit_status()
+        return int(self.channel.recv_exit_status())
 
     def stderr_text(self) -> str:
         return bytes(self._stderr).decode('utf-8', 'replace')
@@ -183,6 +188,8 @@ class ParamikoTransport(Transport):
         self.client_factory = client_factory or paramiko.SSHClient
         self.client: t.Any = None
         self._runner = ParamikoRunner(self)
+        # channels still open, closed with the connection so that no remote command waits on them
+        self.processes: list[ChannelProcess] = []
 
     def _config_text(self) -> str | None:
         path = os.path.expanduser(self.options.config_file or DEFAULT_CONFIG)
@@ -229,6 +236,12 @@ class ParamikoTransport(Transport):
         self.client = client
 
     def close(self) -> None:
+        processes, self.processes = self.processes, []
+        for proc in processes:
+            try:
+                proc.kill()
+            except (OSError, EOFError):
+                pass
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -239,7 +252,14 @@ class ParamikoTransport(Transport):
             channel = self.client.get_transport().open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise ZfsCommandError(['ssh', t.cast(str, self.host)], 255, '', f'{type(exc).__name__}: {exc}', stage='ssh') from exc
-        return ChannelProcess(channel, command)
+        try:
+            proc = ChannelProcess(channel, command)
+        except BaseException:
+            channel.close()
+            raise
+        self.processes = [p for p in self.processes if not p.channel.closed]
+        self.processes.append(proc)
+        return proc
 
     def runner(self) -> ParamikoRunner:
         return self._runner

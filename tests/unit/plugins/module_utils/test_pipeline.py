@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -27,14 +29,16 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import
     run_pipeline,
     sender_stages,
 )
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._signals import interrupts_raise
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import (
     RC_MARKER,
     ChannelSegment,
     LocalSegment,
     Stage,
+    quote_argv,
     remote_script,
 )
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import Interrupted, ZfsCommandError
 
 
 # ------------------------------------------------------------------ argv
@@ -273,3 +277,155 @@ def test_real_tools_round_trip(compression: str, payload: pathlib.Path, tmp_path
     result = run_pipeline(producer, consumer, timeout=60)
     assert out.read_bytes() == payload.read_bytes()
     assert [s.rc for s in result.stages] == [0] * 6
+
+
+# ------------------------------------------------------------------ interrupts and process lifetime
+def alive(pid: int) -> bool:
+    """True while *pid* runs; a zombie counts as dead (its reaper may not be us)."""
+    try:
+        with open(f'/proc/{pid}/stat', encoding='ascii') as fh:
+            return fh.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def recorded(path: pathlib.Path, count: int, timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [int(p) for p in path.read_text().split()] if path.exists() else []
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.02)
+    raise AssertionError(f'stages did not start: {path.read_text() if path.exists() else "nothing"}')
+
+
+def tagged(pids: pathlib.Path, argv: str) -> tuple[str, ...]:
+    # the stage writes its pid, then becomes the program (exec keeps the pid)
+    return ('sh', '-c', f'echo $$ >> "$0"; exec {argv}', str(pids))
+
+
+class SignalAfter(threading.Thread):
+    """Sends *signums* to this process once *count* stages have written their pids."""
+
+    def __init__(self, pids: pathlib.Path, count: int, *signums: int, ready: t.Callable[[], object] = lambda: True) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.count, self.signums, self.ready = pids, count, signums, ready
+
+    def run(self) -> None:
+        recorded(self.pids, self.count)
+        while not self.ready():
+            time.sleep(0.01)
+        for signum in self.signums:
+            os.kill(os.getpid(), signum)
+
+
+class Boom(Exception):
+    pass
+
+
+def _boom(signum: int, frame: object) -> None:
+    raise Boom(signum)
+
+
+@pytest.mark.parametrize('signums, expected', [
+    ((signal.SIGTERM,), Interrupted),
+    ((signal.SIGINT,), Interrupted),
+    # a second signal while the stages are being stopped must not cut that short
+    ((signal.SIGTERM, signal.SIGTERM), Interrupted),
+    ((signal.SIGUSR1,), Boom),
+])
+def test_an_interrupt_stops_every_stage(tmp_path: pathlib.Path, signums: tuple[int, ...], expected: type[BaseException]) -> None:
+    pids = tmp_path / 'pids'
+    producer = local(('send', tagged(pids, 'yes')), ('compress', tagged(pids, 'cat')))
+    consumer = local(('mbuffer', tagged(pids, 'cat')), ('receive', tagged(pids, 'sleep 60')))
+    threads = set(threading.enumerate())
+    previous = signal.signal(signal.SIGUSR1, _boom)
+    sender = SignalAfter(pids, 4, *signums)
+    started = time.monotonic()
+    try:
+        with interrupts_raise(), pytest.raises(expected) as info:
+            sender.start()
+            run_pipeline(producer, consumer, timeout=60)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    sender.join(5)
+    if expected is Interrupted:
+        assert t.cast(Interrupted, info.value).signum == signums[0]
+    assert time.monotonic() - started < 30
+    for pid in recorded(pids, 4):
+        assert not alive(pid), pid
+        # reaped by the pipeline, not left a zombie
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    assert no_new_threads(threads)
+
+
+def no_new_threads(before: set[threading.Thread]) -> bool:
+    # a thread that is done may take a moment to leave threading.enumerate()
+    deadline = time.monotonic() + 2
+    while not set(threading.enumerate()) <= before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return set(threading.enumerate()) <= before
+
+
+def test_an_interrupt_closes_the_channel(tmp_path: pathlib.Path) -> None:
+    pids = tmp_path / 'pids'
+    started: list[LoopbackProcess] = []
+
+    def start() -> LoopbackProcess:
+        started.append(LoopbackProcess(quote_argv(tagged(pids, 'cat >/dev/null'))))
+        return started[-1]
+
+    consumer = ChannelSegment([Stage('receive', ('cat',))], start, 'backup.example.org')
+    threads = set(threading.enumerate())
+    # the stand-in for a channel is no ChannelProcess: it must exist before it can be stopped
+    sender = SignalAfter(pids, 2, signal.SIGTERM, ready=lambda: started)
+    with interrupts_raise(), pytest.raises(Interrupted):
+        sender.start()
+        run_pipeline(local(('send', tagged(pids, 'yes'))), consumer)
+    sender.join(5)
+    assert started and started[0].proc.poll() is not None
+    # the 'remote' stage ends on its own once its channel is gone, as on another host
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in recorded(pids, 2)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in recorded(pids, 2) if alive(pid)]
+    while not set(threading.enumerate()) <= threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(threading.enumerate()) <= threads
+
+
+def test_a_failed_start_leaves_no_stage_behind(tmp_path: pathlib.Path) -> None:
+    pids = tmp_path / 'pids'
+    with pytest.raises(ZfsCommandError):
+        run_pipeline(local(('send', tagged(pids, 'sleep 60')), ('compress', tagged(pids, 'sleep 60'))),
+                     local(('receive', ('/nonexistent/zfs', 'receive'))))
+    for pid in recorded(pids, 2):
+        assert not alive(pid), pid
+
+
+ENGINE = '''
+import sys
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import run_pipeline
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import LocalSegment, Stage
+tag = 'echo $$ >> "$0"; exec '
+run_pipeline(LocalSegment([Stage('send', ('sh', '-c', tag + 'yes', sys.argv[1]))]),
+             LocalSegment([Stage('mbuffer', ('sh', '-c', tag + 'cat', sys.argv[1])),
+                           Stage('receive', ('sh', '-c', tag + 'sleep 60', sys.argv[1]))]))
+'''
+
+
+def test_stages_die_with_a_killed_engine(tmp_path: pathlib.Path) -> None:
+    pids = tmp_path / 'pids'
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+    engine = subprocess.Popen([sys.executable, '-c', ENGINE, str(pids)], env=env)
+    try:
+        stages = recorded(pids, 3)
+        engine.kill()
+    finally:
+        engine.kill()
+        engine.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in stages) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in stages if alive(pid)]

@@ -9,21 +9,27 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+import typing as t
 
 import pytest
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import PipelineError, run_pipeline
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import LocalSegment, SshOptions, Stage
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh import OpenSshTransport
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ZfsCommandError
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._signals import interrupts_raise
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh import OpenSshTransport, reap_stale_control_dirs
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import Interrupted, ZfsCommandError
 
 # Stands in for ssh: logs its argv, pretends to start/stop a master, and runs
 # the command line through a shell the way sshd does on the remote side.
 FAKE_SSH = '''\
-import json, os, sys
+import json, os, socket, sys
 args = sys.argv[1:]
 with open(os.environ['FAKE_SSH_LOG'], 'a') as log:
     log.write(json.dumps(args) + '\\n')
@@ -33,6 +39,7 @@ if os.environ.get('FAKE_SSH_FAIL'):
 takes_value = {'-o', '-p', '-l', '-i', '-F', '-O', '-S', '-c'}
 i = 0
 control = None
+path = None
 while i < len(args):
     if args[i] == '--':
         i += 1
@@ -40,13 +47,39 @@ while i < len(args):
     if args[i] in takes_value:
         if args[i] == '-O':
             control = args[i + 1]
+        if args[i] == '-o' and args[i + 1].startswith('ControlPath='):
+            path = args[i + 1].split('=', 1)[1].replace('%C', 'c0ffee' * 6 + 'c0ff')
         i += 2
         continue
     if args[i].startswith('-'):
         i += 1
         continue
     break
-if control or '-N' in args[:i]:
+if control:
+    # like `ssh -O exit`: ask the master over its socket
+    if control == 'exit' and path and os.path.exists(path):
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.sendall(b'exit')
+        client.recv(1)
+    sys.exit(0)
+if '-N' in args[:i]:
+    # a master in the foreground: listen on the control socket (bound under a temporary
+    # name, then renamed, as ssh does) until told to exit or killed
+    if os.environ.get('FAKE_SSH_MASTER_PID'):
+        with open(os.environ['FAKE_SSH_MASTER_PID'], 'w') as out:
+            out.write(str(os.getpid()))
+    if os.environ.get('FAKE_SSH_MASTER_HANG'):
+        import time
+        time.sleep(3600)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path + '.tmp')
+    server.listen(1)
+    os.rename(path + '.tmp', path)
+    conn, _ = server.accept()
+    conn.recv(16)
+    os.unlink(path)
+    conn.close()
     sys.exit(0)
 command = ' '.join(args[i + 1:])
 os.execvp('sh', ['sh', '-c', command])
@@ -110,9 +143,10 @@ def test_one_master_for_the_whole_run(fake_ssh: tuple[str, pathlib.Path]) -> Non
         transport.runner().run(['true'])
     master, first, second, exit_ = calls(log)
     m_opts = options_of(master)
-    assert m_opts['ControlMaster'] == 'yes' and m_opts['ControlPersist'] == '300'
+    # the master stays our child: in the foreground, never persisting after us
+    assert m_opts['ControlMaster'] == 'yes' and m_opts['ControlPersist'] == 'no'
     assert m_opts['ControlPath'] == os.path.join(control_dir, '%C')
-    assert '-f' in master and '-N' in master
+    assert '-f' not in master and '-N' in master
     for client in (first, second):
         c_opts = options_of(client)
         assert c_opts['ControlMaster'] == 'no' and c_opts['ControlPath'] == m_opts['ControlPath']
@@ -206,3 +240,129 @@ def test_real_ssh_accepts_the_options(tmp_path: pathlib.Path) -> None:
     assert settings['port'] == '2222' and settings['user'] == 'zfsrecv'
     assert settings['controlmaster'] == 'false'
     assert settings['userknownhostsfile'] == str(known)
+
+
+# ------------------------------------------------------------------ process lifetime
+def alive(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat', encoding='ascii') as fh:
+            return fh.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_for(predicate: t.Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(['true'])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_master_is_our_child_and_gone_after_close(fake_ssh: tuple[str, pathlib.Path]) -> None:
+    with OpenSshTransport('backup', ssh=fake_ssh[0]) as transport:
+        master = t.cast(subprocess.Popen, transport.master)
+        assert master.poll() is None
+        with open(f'/proc/{master.pid}/stat', encoding='ascii') as fh:
+            assert int(fh.read().rsplit(')', 1)[1].split()[1]) == os.getpid()
+        control_dir = t.cast(str, transport.control_dir)
+        assert os.path.basename(control_dir).startswith(f'pzas-{os.getpid()}-')
+    assert master.returncode is not None and not alive(master.pid)
+    assert transport.master is None and not os.path.exists(control_dir)
+
+
+def test_a_master_that_never_listens_is_stopped(fake_ssh: tuple[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: pathlib.Path) -> None:
+    monkeypatch.setenv('FAKE_SSH_MASTER_HANG', '1')
+    pid_file = tmp_path / 'master.pid'
+    monkeypatch.setenv('FAKE_SSH_MASTER_PID', str(pid_file))
+    transport = OpenSshTransport('backup', SshOptions(connect_timeout=1), ssh=fake_ssh[0])
+    monkeypatch.setattr('ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh.MASTER_GRACE', 0.5)
+
+    def interrupt() -> None:
+        wait_for(pid_file.exists)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    with interrupts_raise(), pytest.raises(Interrupted):
+        thread.start()
+        transport.open()
+    thread.join(5)
+    assert not alive(int(pid_file.read_text()))
+    assert transport.control_dir is None and transport.master is None
+
+
+ENGINE = '''
+import sys, time
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh import OpenSshTransport
+transport = OpenSshTransport('backup', ssh=sys.argv[1])
+transport.open()
+print(transport.master.pid, transport.control_dir, flush=True)
+time.sleep(60)
+'''
+
+
+def test_the_master_dies_with_a_killed_engine(fake_ssh: tuple[str, pathlib.Path]) -> None:
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+    engine = subprocess.Popen([sys.executable, '-c', ENGINE, fake_ssh[0]], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        pid, control_dir = t.cast(t.IO[str], engine.stdout).readline().split()
+        assert alive(int(pid))
+        engine.kill()
+        engine.wait()
+        assert wait_for(lambda: not alive(int(pid)))
+        # what the killed engine left is reaped by the next one, and only then
+        assert os.path.isdir(control_dir)
+        assert control_dir in reap_stale_control_dirs([os.path.dirname(control_dir)])
+        assert not os.path.exists(control_dir)
+    finally:
+        engine.kill()
+        engine.wait()
+        t.cast(t.IO[str], engine.stdout).close()
+
+
+def test_only_stale_control_dirs_are_reaped(tmp_path: pathlib.Path) -> None:
+    sleeper = subprocess.Popen(['sleep', '60'])
+    try:
+        made = {
+            'dead': tmp_path / f'pzas-{dead_pid()}-abc_12',
+            'live': tmp_path / f'pzas-{sleeper.pid}-def34',
+            'ours': tmp_path / f'pzas-{os.getpid()}-gh56',
+            'init': tmp_path / 'pzas-1-ij78',
+            'unnamed': tmp_path / 'pzas-kl90',
+            'bench': tmp_path / 'pzas-sshd-mn12',
+        }
+        for path in made.values():
+            path.mkdir()
+            (path / 'c0ffee').write_text('')
+        not_a_dir = tmp_path / f'pzas-{dead_pid()}-file'
+        not_a_dir.write_text('')
+        removed = reap_stale_control_dirs([str(tmp_path)])
+        assert removed == [str(made['dead'])]
+        assert not made['dead'].exists()
+        assert all(made[k].is_dir() for k in ('live', 'ours', 'init', 'unnamed', 'bench'))
+        assert not_a_dir.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_open_reaps_stale_control_dirs(fake_ssh: tuple[str, pathlib.Path], tmp_path: pathlib.Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = tmp_path / 'tmp'
+    parent.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(parent))
+    stale = parent / f'pzas-{dead_pid()}-abc'
+    stale.mkdir()
+    live = parent / f'pzas-{os.getppid()}-def'
+    live.mkdir()
+    with OpenSshTransport('backup', ssh=fake_ssh[0]):
+        pass
+    assert not stale.exists() and live.is_dir()

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
+import sys
 import threading
+import time
 import typing as t
 
 import pytest
@@ -31,6 +34,10 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_param
     make_tuned_transport,
     preferred_ciphers,
     resolve_host,
+)
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh import (  # noqa: E402
+    OpenSshTransport,
+    reap_stale_control_dirs,
 )
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError, ZfsCommandError  # noqa: E402
 
@@ -241,7 +248,8 @@ class ExecServer(paramiko.ServerInterface):
             proc.kill()
         rc = proc.wait()
         threads[1].join(5)
-        channel.send_exit_status(rc)
+        # a command killed by a signal is reported the way a shell reports it (the status is unsigned)
+        channel.send_exit_status(rc if rc >= 0 else 128 - rc)
         channel.close()
 
 
@@ -344,3 +352,76 @@ def test_streams_against_a_server(server: dict[str, t.Any], tmp_path: pathlib.Pa
         with pytest.raises(PipelineError) as info:
             run_pipeline(LocalSegment([Stage('send', ('cat', str(payload)))]), failing, timeout=120)
         assert info.value.stage == 'receive' and 'out of space' in info.value.stderr
+
+
+# ------------------------------------------------------------------ the OpenSSH client against the same server
+def ssh_processes(control_dir: str) -> list[int]:
+    """Local ssh processes that use *control_dir* (the master and its clients)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as fh:
+                argv = fh.read().split(b'\0')
+            with open(f'/proc/{entry}/stat', encoding='ascii') as fh:
+                zombie = fh.read().rsplit(')', 1)[1].split()[0] == 'Z'
+        except OSError:
+            continue
+        if not zombie and any(control_dir.encode() in arg for arg in argv):
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not shutil.which('ssh') or not sys.platform.startswith('linux'), reason='needs the OpenSSH client on Linux')
+def test_real_openssh_master_lives_and_dies_with_the_engine(server: dict[str, t.Any], tmp_path: pathlib.Path) -> None:
+    options = SshOptions(port=server['port'], identity_file=server['key'], known_hosts_file=server['known'])
+    with OpenSshTransport('127.0.0.1', options) as transport:
+        control_dir = t.cast(str, transport.control_dir)
+        master = t.cast(subprocess.Popen, transport.master)
+        assert master.poll() is None
+        assert transport.runner().run(['echo', 'over the master']).stdout == 'over the master\n'
+        out = tmp_path / 'out.bin'
+        payload = os.urandom(256 * 1024)
+        (tmp_path / 'in.bin').write_bytes(payload)
+        run_pipeline(LocalSegment([Stage('send', ('cat', str(tmp_path / 'in.bin')))]),
+                     transport.segment([Stage('receive', ('dd', f'of={out}', 'status=none'))]))
+        assert out.read_bytes() == payload
+    assert master.returncode is not None and not os.path.exists(control_dir)
+    assert not ssh_processes(control_dir)
+
+
+ENGINE = '''
+import sys, time
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import run_pipeline
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import LocalSegment, SshOptions, Stage
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport_openssh import OpenSshTransport
+transport = OpenSshTransport('127.0.0.1', SshOptions(port=int(sys.argv[1]), identity_file=sys.argv[2], known_hosts_file=sys.argv[3]))
+transport.open()
+print(transport.control_dir, flush=True)
+run_pipeline(LocalSegment([Stage('send', ('yes',))]), transport.segment([Stage('receive', ('cat',))]))
+'''
+
+
+@pytest.mark.skipif(not shutil.which('ssh') or not sys.platform.startswith('linux'), reason='needs the OpenSSH client on Linux')
+def test_real_openssh_processes_die_with_a_killed_engine(server: dict[str, t.Any]) -> None:
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+    engine = subprocess.Popen([sys.executable, '-c', ENGINE, str(server['port']), server['key'], server['known']],
+                              stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        control_dir = t.cast(t.IO[str], engine.stdout).readline().strip()
+        deadline = time.monotonic() + 20
+        while len(ssh_processes(control_dir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(ssh_processes(control_dir)) >= 2, 'master and stream client did not start'
+        engine.kill()
+        engine.wait()
+        deadline = time.monotonic() + 10
+        while ssh_processes(control_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not ssh_processes(control_dir), 'ssh outlived the killed engine'
+        assert control_dir in reap_stale_control_dirs([os.path.dirname(control_dir)])
+    finally:
+        engine.kill()
+        engine.wait()
+        t.cast(t.IO[str], engine.stdout).close()
