@@ -155,6 +155,17 @@ def _kill(pid: int, grace: float = 5.0) -> None:
         os.waitpid(pid, 0)
 
 
+# boots of the whole bed before a kernel panic at boot fails it
+BOOT_ATTEMPTS = 2
+
+
+class GuestPanicked(RuntimeError):
+    def __init__(self, guest: str, line: str, tail: str) -> None:
+        super().__init__(f'{guest} panicked while booting: {tail}')
+        self.guest = guest
+        self.line = line
+
+
 class Testbed:
     """A set of running guests; use as a context manager so they always stop."""
 
@@ -199,6 +210,23 @@ class Testbed:
             self.guests['client'] = Guest('client', _free_port(), {'tank': '/dev/vdb'}, self.rundir, link_addr=LINK_ADDRS['client'])
             self.guests['target'] = Guest('target', _free_port(), {'zfsbackups': '/dev/vdb'}, self.rundir, link_addr=LINK_ADDRS['target'])
         self._write_known_hosts()
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            try:
+                self._boot_all()
+                break
+            except GuestPanicked as exc:
+                # a rare kernel panic at boot under TCG (live code patching across vCPUs);
+                # the guests are fresh, so booting them again loses nothing
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                log(f'{exc.guest} panicked while booting, booting the guests again: {exc.line}')
+                self._kill_guests()
+        for guest in self.guests.values():
+            for pool, dev in guest.pools.items():
+                self.ssh(guest.name, ['zpool', 'create', '-f', '-o', 'ashift=12', '-O', 'compression=lz4', '-O', 'atime=off', pool, dev])
+        self.write_inventory()
+
+    def _boot_all(self) -> None:
         link_port = _free_port()
         started = time.monotonic()
         for index, guest in enumerate(self.guests.values()):
@@ -211,12 +239,8 @@ class Testbed:
         for guest in self.guests.values():
             self._wait_ssh(guest)
         log(f'{len(self.guests)} guest(s) answer SSH after {time.monotonic() - started:.1f}s ({self.accel})')
-        for guest in self.guests.values():
-            for pool, dev in guest.pools.items():
-                self.ssh(guest.name, ['zpool', 'create', '-f', '-o', 'ashift=12', '-O', 'compression=lz4', '-O', 'atime=off', pool, dev])
-        self.write_inventory()
 
-    def stop(self) -> None:
+    def _kill_guests(self) -> None:
         for guest in self.guests.values():
             if guest.pid:
                 _kill(guest.pid)
@@ -225,6 +249,9 @@ class Testbed:
             with contextlib.suppress(Exception):
                 proc.wait(timeout=1)
         self._procs.clear()
+
+    def stop(self) -> None:
+        self._kill_guests()
         if self.rundir and os.environ.get('TESTBED_KEEP_RUNDIR') != '1':
             shutil.rmtree(self.rundir, ignore_errors=True)
 
@@ -273,11 +300,21 @@ class Testbed:
         while time.monotonic() < deadline:
             if not _alive(guest.pid) or not _is_qemu(guest.pid):
                 raise RuntimeError(f'qemu for {guest.name} exited: {self._tail(guest)}')
+            panic = self._panic(guest)
+            if panic:
+                raise GuestPanicked(guest.name, panic, self._tail(guest))
             res = subprocess.run(self.ssh_argv(guest.name, ['true'], connect_timeout=5), capture_output=True, stdin=subprocess.DEVNULL, check=False)
             if res.returncode == 0:
                 return
             time.sleep(2)
         raise RuntimeError(f'{guest.name} did not answer SSH within {timeout:.0f}s: {self._tail(guest)}')
+
+    def _panic(self, guest: Guest) -> str:
+        with contextlib.suppress(OSError), open(guest.console, errors='replace') as fh:
+            for line in fh:
+                if 'Kernel panic - not syncing' in line:
+                    return line.strip()
+        return ''
 
     def _tail(self, guest: Guest) -> str:
         text = ''
