@@ -22,7 +22,7 @@ import typing as t
 
 import pytest
 
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _replicate
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _replicate, _replicate_exec
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._naming import format_name
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import PipelineError, PipelineResult
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate import (
@@ -300,7 +300,7 @@ def setup(monkeypatch: pytest.MonkeyPatch, mode: str = 'push') -> tuple[FakeHost
     if mode == 'local':
         dst.datasets['zfsbackups'] = FDataset()
     streams = Streams(src, dst)
-    monkeypatch.setattr(_replicate, 'run_pipeline', streams)
+    monkeypatch.setattr(_replicate_exec, 'run_pipeline', streams)
     remote_kind = 'openssh'
     transports = {
         'local': {None: FakeTransport(src, None, 'local')},
@@ -415,7 +415,7 @@ def test_a_failed_stream_still_protects_what_arrived(monkeypatch: pytest.MonkeyP
             streams.cut_next = 'receive'
         return streams(producer, consumer, timeout)
 
-    monkeypatch.setattr(_replicate, 'run_pipeline', cut_sub)
+    monkeypatch.setattr(_replicate_exec, 'run_pipeline', cut_sub)
     with pytest.raises(ReplicationError) as info:
         run(transports, params(lock_dir=lock_dir, recursive=True))
     assert 'tank/data/sub' in info.value.msg and 'out of space' in info.value.msg
@@ -445,14 +445,14 @@ def test_a_failed_command_between_streams_still_protects_what_arrived(monkeypatc
     src, dst, streams, transports = setup(monkeypatch)
     for name in ('tank/data', 'tank/data/sub'):
         src.snap(name, snapname('daily', 1))
-    real = _replicate._Run._ensure_parent
+    real = _replicate_exec.Executor.ensure_parent
 
-    def failing(self: t.Any, target: str, res: dict[str, t.Any]) -> None:
-        if target.endswith('/sub'):
-            raise ZfsCommandError(['zfs', 'create', target], 1, '', 'permission denied')
-        real(self, target, res)
+    def failing(self: t.Any, step: t.Any) -> t.Any:
+        if step.target.endswith('/sub'):
+            raise ZfsCommandError(['zfs', 'create', step.target], 1, '', 'permission denied')
+        return real(self, step)
 
-    monkeypatch.setattr(_replicate._Run, '_ensure_parent', failing)
+    monkeypatch.setattr(_replicate_exec.Executor, 'ensure_parent', failing)
     with pytest.raises(ZfsCommandError):
         run(transports, params(lock_dir=lock_dir, recursive=True))
     assert src.datasets['tank/data'].snaps[snapname('daily', 1)].holds == {TAG}
