@@ -101,6 +101,8 @@ class _Sides:
         self.selection = Selection(p.prefix, p.separator, tuple(p.labels), p.include_foreign)
         self.roots = outer_roots(p.datasets, p.recursive)
         self.tag = hold_tag(p.target_id or p.default_target_id())
+        # the timeout counts from the start of the run, listings included
+        self.deadline = time.monotonic() + p.timeout if p.timeout else None
         # target datasets that exist, or will once the steps planned so far ran
         self.known_targets: set[str] = set()
 
@@ -184,7 +186,8 @@ class _Sides:
         missing = missing_parents(plan.target, self.known_targets, self.dst.exists)
         if missing is None:
             pool = plan.target.split('/', 1)[0]
-            raise ReplicationError(str(MissingPool(f'target pool {pool} does not exist')))
+            conflict = MissingPool(f'target pool {pool} does not exist')
+            raise ReplicationError(str(conflict), conflicts=[conflict])
         self.remember([parent])
         return missing
 
@@ -280,15 +283,18 @@ def _check(s: _Sides, items: t.Sequence[_Item], run: RunResult) -> None:
     """Plan every dataset's whole run from the listings and what the streams would leave; run nothing."""
     planned: list[tuple[tuple[str, ...], list[int | None], _Done]] = []
     for _ds, plan, src_snaps, tgt_snaps in items:
+        estimates = s.estimate(plan)
         try:
             parents = s.parents(plan) if plan.steps else ()
         except ReplicationError as exc:
-            exc.results = render_all(_planned(p, e, d.plan) for p, e, d in planned) + [_planned((), [], plan).render()]
+            protections = s.protections([d for _p, _e, d in planned])
+            exc.results = render_all(_planned(p, e, d.plan, protection) for (p, e, d), protection in zip(planned, protections))
+            exc.results.append(_planned((), estimates, plan).render())
             raise
         if plan.steps:
             s.known_targets.add(plan.target)
         done = _Done(DatasetResult.start(plan), plan, src_snaps, predicted_target(plan, src_snaps, tgt_snaps))
-        planned.append((parents, s.estimate(plan), done))
+        planned.append((parents, estimates, done))
     protections = s.protections([d for _p, _e, d in planned])
     for (parents, estimates, done), protection in zip(planned, protections):
         run.datasets.append(_planned(parents, estimates, done.plan, protection))
@@ -302,9 +308,7 @@ def _planned(parents: tuple[str, ...], estimates: list[int | None], plan: Datase
 
 # ------------------------------------------------------------------ a real run
 def _execute(s: _Sides, items: t.Sequence[_Item], run: RunResult) -> None:
-    p = s.p
-    deadline = time.monotonic() + p.timeout if p.timeout else None
-    ex = Executor(p, s.src_t, s.dst_t, src=s.src, dst=s.dst, deadline=deadline)
+    ex = Executor(s.p, s.src_t, s.dst_t, src=s.src, dst=s.dst, deadline=s.deadline)
     pending: list[_Done] = []
     since = time.monotonic()
     current: DatasetResult | None = None
