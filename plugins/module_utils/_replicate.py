@@ -80,9 +80,8 @@ def _missing(exc: ZfsCommandError) -> bool:
 
 @dataclasses.dataclass
 class _Done:
-    """A dataset whose streams are through; its chain is protected with the others'."""
+    """A dataset whose streams are through (or, in check mode, planned); its chain is protected with the others'."""
 
-    result: DatasetResult
     plan: DatasetPlan
     src_snaps: list[Snapshot]
     # None: the target changed, list it again
@@ -293,7 +292,7 @@ def _check(s: _Sides, items: t.Sequence[_Item], run: RunResult) -> None:
             raise
         if plan.steps:
             s.known_targets.add(plan.target)
-        done = _Done(DatasetResult.start(plan), plan, src_snaps, predicted_target(plan, src_snaps, tgt_snaps))
+        done = _Done(plan, src_snaps, predicted_target(plan, src_snaps, tgt_snaps))
         planned.append((parents, estimates, done))
     protections = s.protections([d for _p, _e, d in planned])
     for (parents, estimates, done), protection in zip(planned, protections):
@@ -309,7 +308,7 @@ def _planned(parents: tuple[str, ...], estimates: list[int | None], plan: Datase
 # ------------------------------------------------------------------ a real run
 def _execute(s: _Sides, items: t.Sequence[_Item], run: RunResult) -> None:
     ex = Executor(s.p, s.src_t, s.dst_t, src=s.src, dst=s.dst, deadline=s.deadline)
-    pending: list[_Done] = []
+    pending: list[tuple[DatasetResult, _Done]] = []
     since = time.monotonic()
     current: DatasetResult | None = None
     try:
@@ -323,8 +322,8 @@ def _execute(s: _Sides, items: t.Sequence[_Item], run: RunResult) -> None:
                     exc.dataset = item[0].name  # type: ignore[attr-defined]
                 raise
             run.datasets.append(current)
+            pending.append((current, done))
             current = None
-            pending.append(done)
             # batched, but a new base waits at most PROTECT_INTERVAL for its hold, so a pruner
             # running alongside a long run cannot take it before it is protected
             if time.monotonic() - since >= PROTECT_INTERVAL:
@@ -375,19 +374,19 @@ def _dataset(s: _Sides, ex: Executor, item: _Item, result: DatasetResult) -> _Do
         conflict = TooManyRounds(f'{plan.source}: the target still needs work after {MAX_REPLANS} rounds')
         raise ReplicationError(str(conflict), conflicts=[conflict])
     result.finish(plan, first_action)
-    return _Done(result, plan, src_snaps, None if result.streams or result.aborted_resume else tgt_snaps)
+    return _Done(plan, src_snaps, None if result.streams or result.aborted_resume else tgt_snaps)
 
 
-def _protect(s: _Sides, ex: Executor, done: t.Sequence[_Done], run: RunResult) -> None:
-    protections = s.protections(done)
+def _protect(s: _Sides, ex: Executor, pending: t.Sequence[tuple[DatasetResult, _Done]], run: RunResult) -> None:
+    protections = s.protections([done for _result, done in pending])
 
     def record(outcome: StepOutcome) -> None:
         run.warnings.extend(outcome.warnings)
 
     # every new base is protected on both sides before any old one is let go
     run_steps(ex, batched(protections), record)
-    for d, protection in zip(done, protections):
-        d.result.protect(protection)
+    for (result, _done), protection in zip(pending, protections):
+        result.protect(protection)
 
 
 def replicate(params: ReplicateParams | t.Mapping[str, t.Any], *, check_mode: bool = False,
