@@ -258,7 +258,7 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
         steps = [Step('full', to=first.full_name, rollback=True, arrives=(first.name,)),
                  *incremental_steps(first, newest, snaps, wanted)]
         return dataclasses.replace(fixed, action='full', steps=tuple(steps), newest=newest, abort_resume=abort, rollback=True,
-                           notes=tuple(notes))
+                                   notes=tuple(notes))
 
     common_on_target = target_by_guid[common.guid]
     later = [s for s in tsnaps if s.createtxg > common_on_target.createtxg]
@@ -272,7 +272,7 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
     if not steps:
         notes.extend(f'target {target_name}: {p}' for p in problems)
         return dataclasses.replace(fixed, base=common, newest=common if not common.is_bookmark else None,
-                           abort_resume=abort, notes=tuple(notes))
+                                   abort_resume=abort, notes=tuple(notes))
 
     arriving = {name for step in steps for name in step.arrives}
     later_names = {s.name for s in later}
@@ -289,7 +289,7 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
                 f'force_rollback: true to roll it back to {common.name} (zfs receive -F destroys what came after)'))
         steps[0] = dataclasses.replace(steps[0], rollback=True)
     return dataclasses.replace(fixed, action='incremental', steps=tuple(steps), base=common, newest=newest,
-                       abort_resume=abort, rollback=bool(problems), notes=tuple(notes))
+                               abort_resume=abort, rollback=bool(problems), notes=tuple(notes))
 
 
 # ------------------------------------------------------------------ datasets and targets

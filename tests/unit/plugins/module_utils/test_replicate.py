@@ -769,7 +769,7 @@ def _stale_token(src: FakeHost, dst: FakeHost, first_run: t.Callable[[], t.Any])
 ])
 @pytest.mark.parametrize('mode', ['push', 'local'])
 def test_check_mode_reports_what_the_run_then_does(monkeypatch: pytest.MonkeyPatch, lock_dir: str, mode: str,
-                                                  prepare: t.Callable[..., None]) -> None:
+                                                   prepare: t.Callable[..., None]) -> None:
     src, dst, streams, transports = setup(monkeypatch, mode)
     p = params(mode, lock_dir, source_bookmark=True, target_retention={'hourly': 2})
     prepare(src, dst, lambda: run(transports, p))

@@ -29,6 +29,7 @@ SUFFIX = bookmark_suffix(TAG)
 PARENTS = ('zfsbackups/c1', 'zfsbackups/c1/tank')
 D1, D2 = 'zfs-auto-snap_daily-2024-05-01-0000', 'zfs-auto-snap_daily-2024-05-02-0000'
 H1 = 'zfs-auto-snap_hourly-2024-05-01-0100'
+CONFLICTS = (NotAReplica, NoCommonSnapshot, NameClash, Diverged)
 
 
 def short(step: RunStep) -> str:
@@ -102,7 +103,8 @@ def test_whole_run(source: str, target_ds: str | None, target: str, kwargs: dict
 ])
 def test_conflicts(listings: tuple[str, str, str], kwargs: dict[str, t.Any], kind: type[Conflict], message: str) -> None:
     p = plan(*listings, **kwargs)
-    assert type(p.conflict) is kind and isinstance(p.conflict, Conflict)
+    assert isinstance(p.conflict, Conflict)
+    assert isinstance(p.conflict, kind) and [k for k in CONFLICTS if isinstance(p.conflict, k)] == [kind]
     assert message in str(p.conflict) and p.error == str(p.conflict) == p.conflict.message
     assert p.steps == () and plan_run(p).steps == ()
 
