@@ -38,7 +38,7 @@ import threading
 import time
 import typing as t
 
-from ._signals import deferred, die_with_parent
+from ._signals import Flag, deferred, die_with_parent
 from ._transport import ChannelSegment, LocalSegment, RemoteProcess, Segment, Stage, quote_argv, split_markers
 from ._types import ZfsCommandError
 
@@ -340,8 +340,9 @@ class _Pump(threading.Thread):
         self.bytes = 0
         self.error: str | None = None
         # waited on instead of join(): a join that a signal interrupts marks the thread as
-        # ended although it still runs (CPython's Thread._wait_for_tstate_lock)
-        self.done = threading.Event()
+        # ended although it still runs (CPython's Thread._wait_for_tstate_lock); and a Flag,
+        # not an Event, so that a signal stops the wait at once
+        self.done = Flag()
 
     def run(self) -> None:
         try:
@@ -482,6 +483,9 @@ def run_pipeline(producer: Segment, consumer: Segment, *, timeout: float | None 
             _stop(halves, pump, grace)
             for half in halves:
                 half.close()
+            if pump is not None and pump.done.is_set():
+                # a thread still running would write into whatever reuses the descriptor
+                pump.done.close()
     cmd = [describe(producer, consumer)]
     if timed_out:
         detail = '; '.join(f'{r.name}: {r.stderr.strip()}' for r in results if r.stderr.strip())

@@ -9,7 +9,10 @@ SIGTERM (a job cancel, ``systemctl stop``), SIGINT (Ctrl-C) and SIGHUP (the
 terminal went away) become :class:`Interrupted` raised in the main thread
 while :func:`interrupts_raise` is active, so every ``with`` and ``finally`` on
 the way out runs: streams stop their stages, transports close their
-connections, locks are released. Only the first signal raises; later ones are
+connections, locks are released. A signal that arrives while the main thread is
+inside the threading module, where an exception would leave a lock in a state
+it cannot recover from, is raised a moment later, once it is out of it (the
+engine's own waits poll for that reason). Only the first signal raises; later ones are
 ignored so that they cannot cut that clean-up in half, and code that must run
 to its end even when the first one arrives (stopping a stream's stages) runs
 under :func:`deferred`, which holds the signal back until it is done.
@@ -30,9 +33,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
+import types
 import typing as t
 
 from ._types import Interrupted
@@ -68,7 +73,32 @@ def exit_status(signum: int) -> int:
     return 128 + signum
 
 
-def _handler(signum: int, frame: object) -> None:
+# Where an exception raised by a handler corrupts the interpreter's own state: a Condition
+# interrupted between its lock's release and re-acquire ends in "release unlocked lock".
+_UNSAFE_FILES = frozenset(f for f in (getattr(threading, '__file__', None),) if f)
+# how soon a signal that arrived at such a point is tried again
+RETRY_INTERVAL = 0.02
+
+
+def _unsafe(frame: types.FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename in _UNSAFE_FILES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_or_retry(signum: int, frame: types.FrameType | None) -> None:
+    if _unsafe(frame):
+        _state.pending = signum
+        signal.setitimer(signal.ITIMER_REAL, RETRY_INTERVAL)
+        return
+    _state.pending = None
+    _state.raised = signum
+    raise Interrupted(signum)
+
+
+def _handler(signum: int, frame: types.FrameType | None) -> None:
     if _state.raised is not None:
         # already stopping: a second Ctrl-C must not abandon stages half stopped
         return
@@ -76,8 +106,18 @@ def _handler(signum: int, frame: object) -> None:
         if _state.pending is None:
             _state.pending = signum
         return
-    _state.raised = signum
-    raise Interrupted(signum)
+    if _state.pending is not None:
+        # the first one is waiting for a safe point already
+        return
+    _raise_or_retry(signum, frame)
+
+
+def _retry(_alarm: int, frame: types.FrameType | None) -> None:
+    signum = _state.pending
+    if signum is None or _state.raised is not None or _state.deferring:
+        # nothing held back, or deferred() raises it when its block ends
+        return
+    _raise_or_retry(signum, frame)
 
 
 @contextlib.contextmanager
@@ -89,14 +129,17 @@ def interrupts_raise(signals: t.Sequence[int] = SIGNALS) -> t.Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.getsignal(signum) for signum in signals}
+    previous = {signum: signal.getsignal(signum) for signum in (*signals, signal.SIGALRM)}
     for signum in signals:
         signal.signal(signum, _handler)
+    signal.signal(signal.SIGALRM, _retry)
     _state.installed += 1
     try:
         yield
     finally:
         _state.installed -= 1
+        if not _state.installed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if not _state.installed:
@@ -125,6 +168,38 @@ def deferred() -> t.Iterator[None]:
             if _state.raised is None and _state.installed:
                 _state.raised = signum
                 raise Interrupted(signum)
+
+
+class Flag:
+    """A one-way flag that a thread sets and the main thread can wait for where a signal may raise.
+
+    threading.Event waits inside the threading module, where a signal is held back until the wait
+    ends; this one waits in ``select``, which a signal cuts short cleanly.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            with contextlib.suppress(OSError):
+                os.write(self._write, b'.')
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None) -> bool:
+        if not self._set:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self._read], [], [], timeout)
+        return self._set
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def interrupted_result(signum: int, dataset: str | None = None) -> dict[str, t.Any]:

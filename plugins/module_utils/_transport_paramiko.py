@@ -24,11 +24,14 @@ import inspect
 import os
 import socket
 import threading
+import time
 import typing as t
 
 from ._transport import ChannelSegment, Segment, SshOptions, Stage, Transport, remote_command, remote_script
 from ._types import ValidationError, ZfsCommandError
 from ._zfs import CommandResult
+
+_WAIT_POLL = 0.02
 
 try:
     import paramiko
@@ -140,8 +143,13 @@ class ChannelProcess:
         self.channel.shutdown_write()
 
     def wait(self, timeout: float | None = None) -> int | None:
-        if not self.channel.status_event.wait(timeout):
-            return None
+        # polled, not status_event.wait(): a signal can stop the engine only outside the threading module
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.channel.status_event.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            time.sleep(_WAIT_POLL if left is None else min(_WAIT_POLL, left))
         self._drain.join(5)
         return int(self.channel.recv_exit_status())
 

@@ -19,7 +19,9 @@ import typing as t
 import pytest
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _cli
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _signals
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._signals import (
+    Flag,
     deferred,
     die_with_parent,
     exit_status,
@@ -90,6 +92,60 @@ def test_deferred_holds_the_signal_back() -> None:
             time.sleep(0.2)
             done.append('clean-up finished')
     assert done == ['clean-up finished'] and info.value.signum == signal.SIGTERM
+
+
+INSIDE = '<a module where raising is unsafe>'
+# kills itself, then runs on a while; it gets to its end only if nothing raised inside it
+UNSAFE_CODE = compile("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\n"
+                      "for _ in range(10):\n    time.sleep(0.005)\nreached['end'] = True\n", INSIDE, 'exec')
+
+
+def test_a_signal_inside_the_threading_module_is_raised_once_out_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_signals, '_UNSAFE_FILES', frozenset({INSIDE}))
+    reached: dict[str, bool] = {}
+    with interrupts_raise(), pytest.raises(Interrupted) as caught:
+        exec(UNSAFE_CODE, {'reached': reached})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert reached == {'end': True}
+    assert caught.value.signum == signal.SIGTERM
+    # and nothing is left armed
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+
+
+def test_the_threading_module_is_where_raising_is_unsafe() -> None:
+    assert threading.__file__ in _signals._UNSAFE_FILES
+
+
+def test_a_flag_set_by_a_thread_wakes_the_wait_at_once() -> None:
+    flag = Flag()
+    try:
+        assert not flag.wait(0.01)
+        setter = threading.Timer(0.05, flag.set)
+        setter.start()
+        started = time.monotonic()
+        assert flag.wait(30)
+        setter.join()
+        # woken by the write, not by the 30 s timeout
+        assert time.monotonic() - started < 25
+        assert flag.is_set() and flag.wait(0)
+    finally:
+        flag.close()
+
+
+def test_a_signal_stops_a_wait_for_a_flag() -> None:
+    flag = Flag()
+    try:
+        killer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+        with interrupts_raise(), pytest.raises(Interrupted):
+            killer.start()
+            flag.wait(30)
+        killer.join()
+        assert not flag.is_set()
+    finally:
+        flag.close()
 
 
 def test_deferred_without_a_signal_raises_nothing() -> None:

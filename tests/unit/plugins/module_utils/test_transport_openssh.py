@@ -309,8 +309,16 @@ time.sleep(60)
 '''
 
 
-def test_the_master_dies_with_a_killed_engine(fake_ssh: tuple[str, pathlib.Path]) -> None:
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
+@pytest.fixture
+def private_tmp() -> t.Iterator[str]:
+    # short enough for a control socket, and only ours: any other engine would reap what a killed one left in /tmp
+    path = tempfile.mkdtemp(prefix='pzt-', dir='/tmp')
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_master_dies_with_a_killed_engine(fake_ssh: tuple[str, pathlib.Path], private_tmp: str) -> None:
+    env = {**os.environ, 'TMPDIR': private_tmp, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}
     engine = subprocess.Popen([sys.executable, '-c', ENGINE, fake_ssh[0]], stdout=subprocess.PIPE, env=env, text=True)
     try:
         pid, control_dir = t.cast(t.IO[str], engine.stdout).readline().split()
@@ -319,6 +327,7 @@ def test_the_master_dies_with_a_killed_engine(fake_ssh: tuple[str, pathlib.Path]
         engine.wait()
         assert wait_for(lambda: not alive(int(pid)))
         # what the killed engine left is reaped by the next one, and only then
+        assert os.path.dirname(control_dir) == private_tmp
         assert os.path.isdir(control_dir)
         assert control_dir in reap_stale_control_dirs([os.path.dirname(control_dir)])
         assert not os.path.exists(control_dir)
