@@ -43,7 +43,7 @@ from ._types import Dataset, Interrupted, Snapshot, ValidationError, ZfsCommandE
 from ._zfs import Zfs
 from ._zfs_parse import is_stale_token_error, parse_send_size
 
-__all__ = ['MAX_REPLANS', 'PROTECT_INTERVAL', 'ReplicateParams', 'ReplicationError', 'replicate']
+__all__ = ['MAX_REPLANS', 'PROTECT_INTERVAL', 'ReplicateParams', 'ReplicationError', 'replicate', 'run_replicate']
 
 # rounds of re-planning one dataset after a resume or an aborted receive
 MAX_REPLANS = 3
@@ -67,6 +67,8 @@ def _group(snaps: t.Iterable[Snapshot]) -> dict[str, list[Snapshot]]:
 
 def _changed(res: t.Mapping[str, t.Any]) -> bool:
     """Whether a rendered dataset result (also a partial one of a failed run) changed anything."""
+    if res.get('changed'):
+        return True
     if 'bytes' not in res:
         # a bare plan: nothing ran
         return False
@@ -399,3 +401,18 @@ def replicate(params: ReplicateParams | t.Mapping[str, t.Any], *, check_mode: bo
     dst_t = factory(p.target_host, p.transport, p.ssh_options())
     with src_t, dst_t:
         return _run(_Sides(p, src_t, dst_t), check_mode)
+
+
+def run_replicate(params: ReplicateParams | t.Mapping[str, t.Any], *, check_mode: bool = False) -> dict[str, t.Any]:
+    """Replicate per *params*; a run that fails is a result too: ``failed: true`` with ``msg`` and details.
+
+    LockTimeout is not caught: the command line reports it with its own exit status.
+    """
+    try:
+        return replicate(params, check_mode=check_mode)
+    except ReplicationError as exc:
+        return {'failed': True, 'changed': any(_changed(r) for r in exc.results), **exc.as_dict()}
+    except ZfsCommandError as exc:
+        return {'failed': True, 'changed': False, 'msg': str(exc), **exc.as_dict()}
+    except (ValidationError, OSError) as exc:
+        return {'failed': True, 'changed': False, 'msg': str(exc)}

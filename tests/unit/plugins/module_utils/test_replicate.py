@@ -30,7 +30,7 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate impor
     ReplicationError,
     replicate,
 )
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_options import cli_replicate
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._cli import cli_replicate
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_plan import (
     MissingPool,
     NotAReplica,
