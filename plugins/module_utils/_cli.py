@@ -30,6 +30,7 @@ from . import _autosnap_options, _replicate_options
 from ._autosnap import run_autosnap
 from ._lock import LockTimeout
 from ._options import add_arguments, from_namespace
+from ._replicate import run_replicate
 from ._signals import exit_status, interrupted_result, interrupted_signal, interrupts_raise
 from ._types import Interrupted, ValidationError, ZfsCommandError
 from ._zfs import LocalRunner
@@ -66,8 +67,14 @@ def _run_replicate(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
     raw = from_namespace(_replicate_options.SCHEMA, args)
     # bad input exits with EXIT_USAGE like autosnap's, before any host is contacted
     _replicate_options.normalise(raw)
-    result = _replicate_options.run(raw, check_mode=args.check)
+    result = run_replicate(raw, check_mode=args.check)
     return (EXIT_FAILED if result.get('failed') else EXIT_OK), result
+
+
+def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
+    """Parse replicate's *argv* and replicate; returns the result, or ``failed: true`` with ``msg`` and details."""
+    namespace = _replicate_options.build_parser().parse_args(list(argv))
+    return run_replicate(from_namespace(_replicate_options.SCHEMA, namespace), check_mode=namespace.check)
 
 
 def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:

@@ -15,10 +15,10 @@ import typing as t
 
 from . import _naming as naming
 from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT
-from ._options import Option, Schema, add_arguments, from_namespace, to_argv, validate
+from ._options import Option, Schema, add_arguments, to_argv, validate
 from ._replicate_plan import LAYOUTS
 from ._transport import TRANSPORTS, SshOptions, validate_host, validate_ssh_options
-from ._types import ValidationError, ZfsCommandError
+from ._types import ValidationError
 from ._validate import reject_shell_metachars, validate_dataset_name, validate_int
 
 COMPRESSIONS = ('none', 'zstd', 'lz4')
@@ -277,27 +277,3 @@ def build_parser(prog: str = 'replicate', parser: argparse.ArgumentParser | None
     add_arguments(ap, SCHEMA)
     ap.add_argument('--check', action='store_true', help='report the plan, change nothing')
     return ap
-
-
-def run(raw: t.Mapping[str, t.Any], check_mode: bool = False) -> dict[str, t.Any]:
-    """Replicate per *raw* options; returns the result, or ``failed: true`` with ``msg`` and details.
-
-    LockTimeout is not caught: the command line reports it with its own exit status.
-    """
-    # imported here: _replicate imports ReplicateParams from this module
-    from . import _replicate  # noqa: PLC0415
-
-    try:
-        return _replicate.replicate(raw, check_mode=check_mode)
-    except _replicate.ReplicationError as exc:
-        return {'failed': True, 'changed': any(_replicate._changed(r) for r in exc.results), **exc.as_dict()}
-    except ZfsCommandError as exc:
-        return {'failed': True, 'changed': False, 'msg': str(exc), **exc.as_dict()}
-    except (ValidationError, OSError) as exc:
-        return {'failed': True, 'changed': False, 'msg': str(exc)}
-
-
-def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
-    """Parse *argv* and replicate; returns the result, or ``failed: true`` with ``msg`` and details."""
-    namespace = build_parser().parse_args(list(argv))
-    return run(from_namespace(SCHEMA, namespace), check_mode=namespace.check)

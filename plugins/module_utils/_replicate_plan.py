@@ -12,10 +12,10 @@ Snapshots are matched across pools by ``guid`` and ordered by ``createtxg``
 - *full*: no target yet: the oldest selected snapshot in full, then increments;
 - *incremental*: from the newest snapshot or bookmark the target also has;
 - *resume*: the target holds a ``receive_resume_token``: finish that first;
-- an *error* (diverged): the target has snapshots after the common one, was
-  written to since its last snapshot, or shares no snapshot with the source.
-  Only ``force_rollback`` (``receive -F``) gets past that, and only where
-  rolling back can actually help.
+- a :class:`Conflict` (diverged, unrelated, clashing names): the target has
+  snapshots after the common one, was written to since its last snapshot, or
+  shares no snapshot with the source. Only ``force_rollback`` (``receive -F``)
+  gets past that, and only where rolling back can actually help.
 
 ``zfs send -I a b`` carries every snapshot between a and b, whatever its
 name, so ``-I`` is used only across runs where every snapshot is selected;
@@ -34,11 +34,48 @@ from ._naming import DEFAULT_PREFIX, DEFAULT_SEPARATOR, parse_name
 from ._retention import managed, prune_label
 from ._types import Dataset, Snapshot, ValidationError
 
-ACTIONS = ('none', 'full', 'incremental', 'resume')
+Action = t.Literal['none', 'full', 'incremental', 'resume']
+StreamKind = t.Literal['full', 'incremental', 'resume']
+ACTIONS: tuple[Action, ...] = ('none', 'full', 'incremental', 'resume')
 LAYOUTS = ('full', 'basename')
 TAG_PREFIX = 'pyzfsautosnap:'
 # zfs hold tags are at most 255 characters (MAXNAMELEN with its NUL)
 MAX_TAG_LEN = 255
+
+
+class Conflict(Exception):
+    """Replication of one dataset cannot proceed; decided from the listings before anything changed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotAReplica(Conflict):
+    """The target has snapshots, none of them (by guid) from the source."""
+
+
+class NoCommonSnapshot(Conflict):
+    """The target exists without any snapshot: nothing ties it to the source."""
+
+
+class NameClash(Conflict):
+    """A snapshot would arrive under a name the target already uses for a different snapshot."""
+
+
+class Diverged(Conflict):
+    """The target has snapshots newer than the common one that are not from the source, or was written to."""
+
+
+class MissingPool(Conflict):
+    """The pool the target would be created in does not exist."""
+
+
+class TooManyRounds(Conflict):
+    """Re-planning after a resume or an aborted receive still finds work after the bounded number of rounds."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +100,7 @@ class Selection:
 class Step:
     """One ``zfs send | zfs receive`` stream."""
 
-    kind: str  # full | incremental | resume
+    kind: StreamKind
     to: str | None = None  # dataset@snapshot on the source
     base: str | None = None  # dataset@snapshot or dataset#bookmark
     intermediates: bool = False  # -I (every snapshot between) instead of -i
@@ -89,14 +126,19 @@ class DatasetPlan:
     target: str
     filesystem: bool = True
     raw: bool = False
-    action: str = 'none'
+    action: Action = 'none'
     steps: tuple[Step, ...] = ()
     base: Snapshot | None = None  # newest snapshot or bookmark both sides have
     newest: Snapshot | None = None  # newest snapshot the target has once the steps ran
     abort_resume: bool = False
     rollback: bool = False
-    error: str | None = None
+    conflict: Conflict | None = None
     notes: tuple[str, ...] = ()
+
+    @property
+    def error(self) -> str | None:
+        """The conflict's message: why this dataset cannot be replicated, or None."""
+        return None if self.conflict is None else str(self.conflict)
 
     @property
     def common_after(self) -> Snapshot | None:
@@ -170,7 +212,7 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
                  stale_token: bool = False) -> DatasetPlan:
     """The plan for one source dataset and its target (None when the target does not exist)."""
     raw = source.properties.get('encryption', 'off') not in ('off', '-', '')
-    fixed = {'source': source.name, 'target': target_name, 'filesystem': source.type != 'volume', 'raw': raw}
+    fixed = DatasetPlan(source.name, target_name, filesystem=source.type != 'volume', raw=raw)
     snaps = by_txg(s for s in source_snaps if not s.is_bookmark)
     marks = [s for s in source_snaps if s.is_bookmark]
     chosen = [s for s in snaps if selection.wants(s)]
@@ -179,7 +221,7 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
 
     if target is not None and target.receive_resume_token:
         if not stale_token:
-            return DatasetPlan(**fixed, action='resume', steps=(Step('resume', token=target.receive_resume_token),))
+            return dataclasses.replace(fixed, action='resume', steps=(Step('resume', token=target.receive_resume_token),))
         abort = True
         notes.append('the interrupted receive cannot be resumed (what it was sending is gone on the source); '
                      'its partial state is discarded with zfs receive -A')
@@ -189,14 +231,14 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
 
     if not chosen:
         notes.append('no snapshot of this dataset is selected for replication')
-        return DatasetPlan(**fixed, abort_resume=abort, notes=tuple(notes))
+        return dataclasses.replace(fixed, abort_resume=abort, notes=tuple(notes))
     newest = chosen[-1]
     wanted = {s.guid for s in chosen}
 
     if target is None:
         first = chosen[0]
         steps = [Step('full', to=first.full_name, arrives=(first.name,)), *incremental_steps(first, newest, snaps, wanted)]
-        return DatasetPlan(**fixed, action='full', steps=tuple(steps), newest=newest, abort_resume=abort, notes=tuple(notes))
+        return dataclasses.replace(fixed, action='full', steps=tuple(steps), newest=newest, abort_resume=abort, notes=tuple(notes))
 
     tsnaps = by_txg(s for s in target_snaps if not s.is_bookmark)
     target_by_guid = {s.guid: s for s in tsnaps}
@@ -204,19 +246,19 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
 
     if common is None:
         if tsnaps:
-            return DatasetPlan(**fixed, abort_resume=abort, error=(
+            return dataclasses.replace(fixed, abort_resume=abort, conflict=NotAReplica(
                 f'{target_name} has {len(tsnaps)} snapshot(s) ({_names(tsnaps)}) but none of them exists on {source.name} '
                 '(compared by guid): it is not a replica of this source. Nothing was changed; rolling back cannot fix '
                 'this, rename or destroy the target by hand'))
         if not force_rollback:
-            return DatasetPlan(**fixed, abort_resume=abort, error=(
+            return dataclasses.replace(fixed, abort_resume=abort, conflict=NoCommonSnapshot(
                 f'{target_name} exists but has no snapshot, so nothing ties it to {source.name}. Nothing was changed; '
                 'set force_rollback: true to overwrite it with a full stream (zfs receive -F)'))
         first = chosen[0]
         steps = [Step('full', to=first.full_name, rollback=True, arrives=(first.name,)),
                  *incremental_steps(first, newest, snaps, wanted)]
-        return DatasetPlan(**fixed, action='full', steps=tuple(steps), newest=newest, abort_resume=abort, rollback=True,
-                           notes=tuple(notes))
+        return dataclasses.replace(fixed, action='full', steps=tuple(steps), newest=newest, abort_resume=abort, rollback=True,
+                                   notes=tuple(notes))
 
     common_on_target = target_by_guid[common.guid]
     later = [s for s in tsnaps if s.createtxg > common_on_target.createtxg]
@@ -229,25 +271,25 @@ def plan_dataset(source: Dataset, target_name: str, source_snaps: t.Sequence[Sna
     steps = incremental_steps(common, newest, snaps, wanted)
     if not steps:
         notes.extend(f'target {target_name}: {p}' for p in problems)
-        return DatasetPlan(**fixed, base=common, newest=common if not common.is_bookmark else None,
-                           abort_resume=abort, notes=tuple(notes))
+        return dataclasses.replace(fixed, base=common, newest=common if not common.is_bookmark else None,
+                                   abort_resume=abort, notes=tuple(notes))
 
     arriving = {name for step in steps for name in step.arrives}
     later_names = {s.name for s in later}
     clash = [s for s in tsnaps if s.name in arriving and s.name not in later_names]
     if clash:
-        return DatasetPlan(**fixed, base=common, abort_resume=abort, error=(
+        return dataclasses.replace(fixed, base=common, abort_resume=abort, conflict=NameClash(
             f'{target_name} already has snapshot(s) {_names(clash)} older than the common snapshot {common.name} '
             f'under the same name as a different snapshot of {source.name} (guids differ). Nothing was changed; '
             'rolling back cannot fix this, rename or destroy them by hand'))
     if problems:
         if not force_rollback:
-            return DatasetPlan(**fixed, base=common, abort_resume=abort, error=(
+            return dataclasses.replace(fixed, base=common, abort_resume=abort, conflict=Diverged(
                 f'{target_name} has diverged from {source.name}: {"; ".join(problems)}. Nothing was changed; set '
                 f'force_rollback: true to roll it back to {common.name} (zfs receive -F destroys what came after)'))
         steps[0] = dataclasses.replace(steps[0], rollback=True)
-    return DatasetPlan(**fixed, action='incremental', steps=tuple(steps), base=common, newest=newest,
-                       abort_resume=abort, rollback=bool(problems), notes=tuple(notes))
+    return dataclasses.replace(fixed, action='incremental', steps=tuple(steps), base=common, newest=newest,
+                               abort_resume=abort, rollback=bool(problems), notes=tuple(notes))
 
 
 # ------------------------------------------------------------------ datasets and targets

@@ -522,9 +522,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._lock import LockTimeout
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._options import argument_spec as schema_spec, module_kwargs
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate import ReplicationError, replicate
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate import run_replicate
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_options import SCHEMA
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError, ZfsCommandError
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError
 
 
 def argument_spec() -> dict:
@@ -538,10 +538,6 @@ def _property_value(value: object) -> str:
     return str(value)
 
 
-def _changed(results: list) -> bool:
-    return any(r.get('changed') for r in results)
-
-
 def main() -> None:
     module = AnsibleModule(
         **module_kwargs(SCHEMA),
@@ -550,13 +546,11 @@ def main() -> None:
     params = dict(module.params)
     params['receive_properties'] = {k: _property_value(v) for k, v in params['receive_properties'].items()}
     try:
-        result = replicate(params, check_mode=module.check_mode)
+        result = run_replicate(params, check_mode=module.check_mode)
     except (ValidationError, LockTimeout) as exc:
         module.fail_json(msg=str(exc))
-    except ReplicationError as exc:
-        module.fail_json(changed=_changed(exc.results), **exc.as_dict())
-    except ZfsCommandError as exc:
-        module.fail_json(msg=str(exc), **exc.as_dict())
+    if result.get('failed'):
+        module.fail_json(**result)
     for warning in result.pop('warnings'):
         module.warn(warning)
     module.exit_json(**result)

@@ -22,7 +22,7 @@ import typing as t
 
 import pytest
 
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _replicate
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _replicate, _replicate_exec
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._naming import format_name
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import PipelineError, PipelineResult
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate import (
@@ -30,10 +30,15 @@ from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate impor
     ReplicationError,
     replicate,
 )
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_options import cli_replicate
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_plan import bookmark_suffix
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._cli import cli_replicate
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate_plan import (
+    MissingPool,
+    NotAReplica,
+    TooManyRounds,
+    bookmark_suffix,
+)
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._transport import LocalSegment, Stage, Transport
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import Interrupted, ValidationError
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._zfs import CommandResult
 
 GUIDS = itertools.count(7366539146932519375, 104729)
@@ -300,7 +305,7 @@ def setup(monkeypatch: pytest.MonkeyPatch, mode: str = 'push') -> tuple[FakeHost
     if mode == 'local':
         dst.datasets['zfsbackups'] = FDataset()
     streams = Streams(src, dst)
-    monkeypatch.setattr(_replicate, 'run_pipeline', streams)
+    monkeypatch.setattr(_replicate_exec, 'run_pipeline', streams)
     remote_kind = 'openssh'
     transports = {
         'local': {None: FakeTransport(src, None, 'local')},
@@ -415,7 +420,7 @@ def test_a_failed_stream_still_protects_what_arrived(monkeypatch: pytest.MonkeyP
             streams.cut_next = 'receive'
         return streams(producer, consumer, timeout)
 
-    monkeypatch.setattr(_replicate, 'run_pipeline', cut_sub)
+    monkeypatch.setattr(_replicate_exec, 'run_pipeline', cut_sub)
     with pytest.raises(ReplicationError) as info:
         run(transports, params(lock_dir=lock_dir, recursive=True))
     assert 'tank/data/sub' in info.value.msg and 'out of space' in info.value.msg
@@ -445,14 +450,14 @@ def test_a_failed_command_between_streams_still_protects_what_arrived(monkeypatc
     src, dst, streams, transports = setup(monkeypatch)
     for name in ('tank/data', 'tank/data/sub'):
         src.snap(name, snapname('daily', 1))
-    real = _replicate._Run._ensure_parent
+    real = _replicate_exec.Executor.ensure_parent
 
-    def failing(self: t.Any, target: str, res: dict[str, t.Any]) -> None:
-        if target.endswith('/sub'):
-            raise ZfsCommandError(['zfs', 'create', target], 1, '', 'permission denied')
-        real(self, target, res)
+    def failing(self: t.Any, step: t.Any) -> t.Any:
+        if step.target.endswith('/sub'):
+            raise ZfsCommandError(['zfs', 'create', step.target], 1, '', 'permission denied')
+        return real(self, step)
 
-    monkeypatch.setattr(_replicate._Run, '_ensure_parent', failing)
+    monkeypatch.setattr(_replicate_exec.Executor, 'ensure_parent', failing)
     with pytest.raises(ZfsCommandError):
         run(transports, params(lock_dir=lock_dir, recursive=True))
     assert src.datasets['tank/data'].snaps[snapname('daily', 1)].holds == {TAG}
@@ -730,3 +735,123 @@ def test_excluded_root_still_finds_existing_targets(monkeypatch: pytest.MonkeyPa
     result = run(transports, params(lock_dir=lock_dir, recursive=True, exclude=['tank/data']))
     [ds] = result['datasets']
     assert ds['source'] == 'tank/data/sub' and ds['action'] == 'incremental'
+
+
+# ------------------------------------------------------------------ plan, then execute
+def _comparable(ds: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A dataset result without what only a run can measure (notes: a run reports its last plan's, warnings all)."""
+    measured = ('bytes', 'seconds', 'rate', 'estimated_bytes')
+    out = {k: v for k, v in ds.items() if k not in (*measured, 'notes')}
+    out['steps'] = [{k: v for k, v in s.items() if k not in measured} for s in ds['steps']]
+    out['held'], out['released'] = sorted(ds['held']), sorted(ds['released'])
+    return out
+
+
+def _fresh(src: FakeHost, dst: FakeHost, first_run: t.Callable[[], t.Any]) -> None:
+    src.snap('tank/data', snapname('hourly', 1, 0), snapname('daily', 1), snapname('hourly', 1, 1))
+
+
+def _incremental(src: FakeHost, dst: FakeHost, first_run: t.Callable[[], t.Any]) -> None:
+    src.snap('tank/data', snapname('hourly', 1, 0), snapname('daily', 1))
+    first_run()
+    src.snap('tank/data', *(snapname('hourly', 1, h) for h in range(1, 5)))
+
+
+def _stale_token(src: FakeHost, dst: FakeHost, first_run: t.Callable[[], t.Any]) -> None:
+    _incremental(src, dst, first_run)
+    dst.datasets[T].token = f'fake|-i|tank/data@{snapname("daily", 1)}|tank/data@gone-meanwhile'
+
+
+@pytest.mark.parametrize('prepare', [
+    pytest.param(_fresh, id='first run'),
+    pytest.param(_incremental, id='incremental, hold moved, bookmark replaced, target pruned'),
+    pytest.param(_stale_token, id='stale token aborted'),
+])
+@pytest.mark.parametrize('mode', ['push', 'local'])
+def test_check_mode_reports_what_the_run_then_does(monkeypatch: pytest.MonkeyPatch, lock_dir: str, mode: str,
+                                                   prepare: t.Callable[..., None]) -> None:
+    src, dst, streams, transports = setup(monkeypatch, mode)
+    p = params(mode, lock_dir, source_bookmark=True, target_retention={'hourly': 2})
+    prepare(src, dst, lambda: run(transports, p))
+    mutations = (len(src.mutations()), len(dst.mutations()), len(streams.seen))
+    check = run(transports, p, check_mode=True)
+    assert (len(src.mutations()), len(dst.mutations()), len(streams.seen)) == mutations
+    real = run(transports, p)
+    assert check['changed'] and real['changed']
+    assert [_comparable(d) for d in check['datasets']] == [_comparable(d) for d in real['datasets']]
+    assert check['warnings'] == real['warnings']
+    again = run(transports, p, check_mode=True)
+    assert not again['changed'] and not run(transports, p)['changed']
+
+
+def test_check_mode_of_a_resume_says_more_may_follow(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
+    src, dst, streams, transports = setup(monkeypatch)
+    src.snap('tank/data', snapname('daily', 1))
+    run(transports, params(lock_dir=lock_dir))
+    src.snap('tank/data', snapname('daily', 2), snapname('daily', 3))
+    dst.datasets[T].token = f'fake|-i|tank/data@{snapname("daily", 1)}|tank/data@{snapname("daily", 2)}'
+    [ds] = run(transports, params(lock_dir=lock_dir), check_mode=True)['datasets']
+    assert ds['action'] == 'resume' and [s['kind'] for s in ds['steps']] == ['resume'] and ds['held'] == []
+    assert 'more steps may follow once the interrupted stream is finished' in ds['notes']
+    # the run re-plans after the resume: the incremental that follows is found from fresh listings
+    [done] = run(transports, params(lock_dir=lock_dir))['datasets']
+    assert [s['kind'] for s in done['steps']] == ['resume', 'incremental'] and done['to'] == f'tank/data@{snapname("daily", 3)}'
+
+
+def test_replanning_is_bounded(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
+    src, dst, streams, transports = setup(monkeypatch)
+    src.snap('tank/data', snapname('daily', 1))
+    run(transports, params(lock_dir=lock_dir))
+    src.snap('tank/data', snapname('daily', 2))
+    dst.datasets[T].token = f'fake|-i|tank/data@{snapname("daily", 1)}|tank/data@{snapname("daily", 2)}'
+
+    def never_finishes(producer: LocalSegment, consumer: LocalSegment, timeout: float | None = None) -> PipelineResult:
+        streams.seen.append((producer.stages, consumer.stages))
+        return PipelineResult(10, 0.1, [])
+
+    monkeypatch.setattr(_replicate_exec, 'run_pipeline', never_finishes)
+    with pytest.raises(ReplicationError, match='still needs work after 3 rounds') as info:
+        run(transports, params(lock_dir=lock_dir))
+    assert [type(c) for c in info.value.conflicts] == [TooManyRounds]
+    assert len(streams.seen) == 1 + _replicate.MAX_REPLANS
+    assert info.value.results[-1]['source'] == 'tank/data' and len(info.value.results[-1]['steps']) == 3
+
+
+def test_conflicts_are_typed_and_nothing_runs(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
+    src, dst, streams, transports = setup(monkeypatch)
+    src.snap('tank/data', snapname('daily', 1))
+    dst.datasets['zfsbackups/c1'] = FDataset()
+    dst.datasets['zfsbackups/c1/tank'] = FDataset()
+    dst.datasets[T] = FDataset()
+    dst.snap(T, 'unrelated')
+    with pytest.raises(ReplicationError, match='not a replica of this source') as info:
+        run(transports, params(lock_dir=lock_dir))
+    assert [type(c) for c in info.value.conflicts] == [NotAReplica]
+    assert dst.mutations() == [] and streams.seen == []
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_missing_target_pool_is_a_conflict(monkeypatch: pytest.MonkeyPatch, lock_dir: str, check_mode: bool) -> None:
+    src, dst, streams, transports = setup(monkeypatch)
+    src.snap('tank/data', snapname('daily', 1))
+    with pytest.raises(ReplicationError, match='target pool nopool does not exist') as info:
+        run(transports, params(lock_dir=lock_dir, target_root='nopool/c1'), check_mode=check_mode)
+    assert [type(c) for c in info.value.conflicts] == [MissingPool]
+    assert info.value.results[-1]['source'] == 'tank/data' and not info.value.results[-1]['changed']
+    assert dst.mutations() == [] and streams.seen == []
+
+
+def test_an_interrupted_run_names_the_dataset(monkeypatch: pytest.MonkeyPatch, lock_dir: str) -> None:
+    src, dst, streams, transports = setup(monkeypatch)
+    for name in ('tank/data', 'tank/data/sub'):
+        src.snap(name, snapname('daily', 1))
+
+    def interrupted(producer: LocalSegment, consumer: LocalSegment, timeout: float | None = None) -> PipelineResult:
+        if consumer.stages[-1].argv[-1] == T + '/sub':
+            raise Interrupted(15)
+        return streams(producer, consumer, timeout)
+
+    monkeypatch.setattr(_replicate_exec, 'run_pipeline', interrupted)
+    with pytest.raises(Interrupted) as info:
+        run(transports, params(lock_dir=lock_dir, recursive=True))
+    assert getattr(info.value, 'dataset', None) == 'tank/data/sub'

@@ -14,6 +14,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._lock import LockTimeout
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._pipeline import PipelineError, StageResult
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _replicate
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._replicate import ReplicateParams, ReplicationError
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError, ZfsCommandError
 from ansible_collections.pyzfsautosnap.zfs.plugins.modules import zfs_replicate
@@ -40,7 +41,7 @@ class Engine:
 
 def run_module(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: dict[str, t.Any],
                engine: Engine) -> dict[str, t.Any]:
-    monkeypatch.setattr(zfs_replicate, 'replicate', engine)
+    monkeypatch.setattr(_replicate, 'replicate', engine)
     with patch_module_args(args), pytest.raises(SystemExit):
         zfs_replicate.main()
     return json.loads(capsys.readouterr().out)
