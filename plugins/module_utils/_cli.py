@@ -131,7 +131,7 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
         with interrupts_raise():
             code, result = args.func(args)
     except Interrupted as exc:
-        code, result = EXIT_FAILED, interrupted_result(exc.signum, getattr(exc, 'dataset', None))
+        code, result = EXIT_FAILED, interrupted_result(exc.signum, exc.dataset)
     except ValidationError as exc:
         code, result = EXIT_USAGE, {'failed': True, 'msg': str(exc)}
     except LockTimeout as exc:

@@ -320,8 +320,8 @@ def _execute(s: _Sides, items: t.Sequence[_Item], run: RunResult) -> None:
                 done = _dataset(s, ex, item, current)
             except Interrupted as exc:
                 # the interrupted result names the dataset the signal stopped
-                if getattr(exc, 'dataset', None) is None:
-                    exc.dataset = item[0].name  # type: ignore[attr-defined]
+                if exc.dataset is None:
+                    exc.dataset = item[0].name
                 raise
             run.datasets.append(current)
             pending.append((current, done))

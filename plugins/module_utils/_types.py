@@ -96,4 +96,6 @@ class Interrupted(BaseException):
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
+        # the dataset being replicated when the signal came, for the interrupted result
+        self.dataset: str | None = None
         super().__init__(f'interrupted by signal {signum}')
