@@ -36,7 +36,6 @@ from ._types import Dataset, Snapshot, ValidationError
 
 Action = t.Literal['none', 'full', 'incremental', 'resume']
 StreamKind = t.Literal['full', 'incremental', 'resume']
-ACTIONS: tuple[Action, ...] = ('none', 'full', 'incremental', 'resume')
 LAYOUTS = ('full', 'basename')
 TAG_PREFIX = 'pyzfsautosnap:'
 # zfs hold tags are at most 255 characters (MAXNAMELEN with its NUL)

@@ -110,7 +110,7 @@ class SshRunner:
         self.transport = transport
         self.calls: list[list[str]] = []
 
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         cmd = self.transport.ssh_argv(remote_command(argv))
@@ -121,7 +121,7 @@ class SshRunner:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         preexec_fn=die_with_parent())  # noqa: PLW1509
             # never let ssh read the controller's own stdin
-            out, err = proc.communicate(input_bytes or b'')
+            out, err = proc.communicate(b'')
         except OSError as exc:
             _reap(proc)
             raise ZfsCommandError(cmd, 127, '', str(exc), stage='ssh') from exc

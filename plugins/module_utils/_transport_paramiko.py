@@ -165,12 +165,10 @@ class ParamikoRunner:
         self.transport = transport
         self.calls: list[list[str]] = []
 
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         proc = self.transport.start(remote_command(argv))
-        if input_bytes:
-            proc.write(input_bytes)
         proc.close_stdin()
         out = bytearray()
         while True:

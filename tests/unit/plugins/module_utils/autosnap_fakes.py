@@ -67,7 +67,7 @@ class FakeZfsHost:
         return sum(1 for c in self.calls if c[:len(prefix)] == list(prefix))
 
     # ---------------------------------------------------------------- runner
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         argv = [str(a) for a in argv]
         self.calls.append(argv)
         verb = argv[1] if len(argv) > 1 else ''

@@ -90,7 +90,7 @@ class FakeHost:
         return [c for c in self.calls if c[0] == 'zfs' and c[1] in MUTATING]
 
     # ---------------------------------------------------------------- runner
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         argv = list(argv)
         self.calls.append(argv)
         self.journal.append(argv)

@@ -325,9 +325,9 @@ def test_each_dataset_is_decided_on_its_own_properties() -> None:
 class SourcesHost(FakeZfsHost):
     """The fake host, answering also `zfs get -H -o name,property,source` as OpenZFS does."""
 
-    def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+    def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
         if list(argv[1:5]) != ['get', '-H', '-o', 'name,property,source']:
-            return super().run(argv, check=check, input_bytes=input_bytes)
+            return super().run(argv, check=check)
         self.calls.append(list(argv))
         lines, errs = [], ''
         for ds in argv[6:]:
@@ -392,7 +392,7 @@ def test_property_sources_leaves_out_vanished_datasets_and_raises_on_other_failu
         'tank/a': {G: 'inherited from tank', D: '-'}}
 
     class Broken(SourcesHost):
-        def run(self, argv: t.Sequence[str], *, check: bool = True, input_bytes: bytes | None = None) -> CommandResult:
+        def run(self, argv: t.Sequence[str], *, check: bool = True) -> CommandResult:
             return CommandResult(list(argv), 1, '', 'permission denied\n')
 
     with pytest.raises(ZfsCommandError, match='permission denied'):

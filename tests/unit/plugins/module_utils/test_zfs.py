@@ -22,7 +22,7 @@ class ScriptedRunner:
         self.answers = answers
         self.calls = []
 
-    def run(self, argv, *, check=True, input_bytes=None):
+    def run(self, argv, *, check=True):
         argv = list(argv)
         self.calls.append(argv)
         for prefix, (rc, out, err) in self.answers:
