@@ -13,22 +13,11 @@ from . import _naming as naming
 from ._autosnap_plan import EMPTY_POLICY, NO_ROOTS, AutosnapConfig, make_config
 from ._lock import DEFAULT_LOCK_DIR, DEFAULT_LOCK_TIMEOUT
 from ._options import Option, Schema, to_argv, validate
-from ._types import ValidationError
-from ._validate import reject_shell_metachars
+from ._validate import reject_shell_metachars, validate_lock_timeout
 
 # what make_config takes; the rest says how to run (locks, the zfs command)
 CONFIG_OPTIONS = ('roots', 'all_pools', 'recursive', 'exclude', 'label', 'keep', 'policy', 'prefix', 'separator',
                   'frequent_minutes', 'default_exclude', 'skip_unchanged', 'prune', 'snapshot')
-
-
-def _no_metachars(value: str, what: str) -> str:
-    return reject_shell_metachars(value, what)
-
-
-def _lock_timeout(value: float, what: str) -> float:
-    if value < 0:
-        raise ValidationError(f'{what} must be >= 0, got {value:g}')
-    return value
 
 
 def _config(values: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -61,11 +50,11 @@ SCHEMA = Schema(
         Option('skip_unchanged', 'bool', default=False, help='no new snapshot where nothing was written since the last'),
         Option('prune', 'bool', default=True, help='take snapshots without pruning'),
         Option('snapshot', 'bool', default=True, flags=('--destroy-only',), help='prune without taking snapshots'),
-        Option('lock_dir', 'path', default=DEFAULT_LOCK_DIR, validator=_no_metachars,
+        Option('lock_dir', 'path', default=DEFAULT_LOCK_DIR, validator=reject_shell_metachars,
                help='directory of the per-pool lock files'),
-        Option('lock_timeout', 'float', default=DEFAULT_LOCK_TIMEOUT, validator=_lock_timeout,
+        Option('lock_timeout', 'float', default=DEFAULT_LOCK_TIMEOUT, validator=validate_lock_timeout,
                help='seconds to wait for another run on the same pools'),
-        Option('zfs_path', 'str', default='zfs', validator=_no_metachars, help='the zfs command'),
+        Option('zfs_path', 'str', default='zfs', validator=reject_shell_metachars, help='the zfs command'),
     ),
     checks=(_config,),
     mutually_exclusive=(('label', 'policy'), ('keep', 'policy')),

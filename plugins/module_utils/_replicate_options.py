@@ -19,7 +19,7 @@ from ._options import Option, Schema, add_arguments, to_argv, validate
 from ._replicate_plan import LAYOUTS
 from ._transport import TRANSPORTS, SshOptions, validate_host, validate_ssh_options
 from ._types import ValidationError
-from ._validate import reject_shell_metachars, validate_dataset_name, validate_int
+from ._validate import reject_shell_metachars, validate_dataset_name, validate_int, validate_lock_timeout
 
 COMPRESSIONS = ('none', 'zstd', 'lz4')
 _SIZE_RE = re.compile(r'^[1-9][0-9]*[kKmMgG%]?$')
@@ -107,16 +107,6 @@ def _target_id(value: str, what: str) -> str:
     return value
 
 
-def _no_metachars(value: str, what: str) -> str:
-    return reject_shell_metachars(value, what)
-
-
-def _lock_timeout(value: float, what: str) -> float:
-    if value < 0:
-        raise ValidationError(f'{what} must be >= 0, got {value:g}')
-    return value
-
-
 # ------------------------------------------------------------------ rules joining options
 def _one_direction(values: dict[str, t.Any]) -> dict[str, t.Any]:
     if values['source_host'] and values['target_host']:
@@ -180,8 +170,8 @@ SCHEMA = Schema(
         Option('source_bookmark', 'bool', default=False, help='bookmark each new common snapshot on the source'),
         Option('target_retention', 'dict', default={}, metavar='LABEL=KEEP', validator=_retention,
                help='prune the target to this many snapshots of a label'),
-        Option('lock_dir', 'path', default=DEFAULT_LOCK_DIR, validator=_no_metachars, help='directory of the lock files'),
-        Option('lock_timeout', 'float', default=DEFAULT_LOCK_TIMEOUT, validator=_lock_timeout,
+        Option('lock_dir', 'path', default=DEFAULT_LOCK_DIR, validator=reject_shell_metachars, help='directory of the lock files'),
+        Option('lock_timeout', 'float', default=DEFAULT_LOCK_TIMEOUT, validator=validate_lock_timeout,
                help='seconds to wait for another run on the same datasets'),
     ),
     checks=(_one_direction, _rate_needs_mbuffer, _ssh),

@@ -41,6 +41,13 @@ def reject_shell_metachars(value: str, what: str = 'value') -> str:
     return value
 
 
+def validate_lock_timeout(value: float, what: str = 'lock timeout') -> float:
+    """Seconds to wait for a lock: 0 (do not wait) or more."""
+    if value < 0:
+        raise ValidationError(f'{what} must be >= 0, got {value:g}')
+    return value
+
+
 def _check_component(component: str, what: str, full: str) -> None:
     if not component:
         raise ValidationError(f'{what} {full!r} has an empty component')
