@@ -280,7 +280,7 @@ class _ChannelHalf:
                 self._drain = threading.Thread(target=self._discard, daemon=True)
                 self._drain.start()
         except BaseException:
-            # a signal while the thread starts: the channel is not in the pipeline's hands yet
+            # no thread for the drain: the channel is not in the pipeline's hands yet
             self.proc.kill()
             raise
 
@@ -451,8 +451,11 @@ def run_pipeline(producer: Segment, consumer: Segment, *, timeout: float | None 
     timed_out = False
     grace = KILL_GRACE
     try:
-        halves.append(_start(producer, False, env))
-        halves.append(_start(consumer, True, env))
+        for segment, consumer_side in ((producer, False), (consumer, True)):
+            # a signal between a half's start and its append would leave its stages running unseen: held
+            # back until the half is in the list (a channel's start waits at most for the connect timeout)
+            with deferred():
+                halves.append(_start(segment, consumer_side, env))
         pump = _Pump(halves[0], halves[1])
         pump.start()
         while not pump.done.wait(POLL):
