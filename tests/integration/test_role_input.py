@@ -7,6 +7,7 @@
 
 No guest: one ansible-playbook run on the controller (connection local) applies the roles once per bad value,
 each inside block/rescue, with every path the roles write to pointed into a temporary directory.
+It does not depend on the OpenZFS series, so it is not in the smoke subset: it runs once, with the full suite.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ CLIENT_ROLE = 'pyzfsautosnap.zfs.client'
 TARGET_ROLE = 'pyzfsautosnap.zfs.target'
 CLIENT_CHECK = 'Check the snapshot and replication options with the engine'
 TARGET_CHECK = 'Check the pull settings'
-
-pytestmark = pytest.mark.smoke
 
 PUSH = {'pyzfsautosnap_client_replicate': True, 'pyzfsautosnap_client_replicate_target_host': 'backup'}
 REPLICATE = {'datasets': ['tank/a'], 'target_root': 'zfsbackups/c1', 'target_host': 'backup'}
