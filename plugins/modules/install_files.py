@@ -236,26 +236,23 @@ def parse_mode(value: t.Any, what: str) -> int:
     return mode
 
 
-def resolve_user(name: str | None) -> int | None:
+def _resolve(name: str | None, by_name: t.Callable[[str], int], option: str, noun: str) -> int | None:
     if name is None or name == '':
         return None
     if name.isdigit():
         return int(name)
     try:
-        return pwd.getpwnam(name).pw_uid
+        return by_name(name)
     except KeyError:
-        raise PlanError(f'owner {name!r}: no such user') from None
+        raise PlanError(f'{option} {name!r}: no such {noun}') from None
+
+
+def resolve_user(name: str | None) -> int | None:
+    return _resolve(name, lambda n: pwd.getpwnam(n).pw_uid, 'owner', 'user')
 
 
 def resolve_group(name: str | None) -> int | None:
-    if name is None or name == '':
-        return None
-    if name.isdigit():
-        return int(name)
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise PlanError(f'group {name!r}: no such group') from None
+    return _resolve(name, lambda n: grp.getgrnam(n).gr_gid, 'group', 'group')
 
 
 def observe(path: str, read: bool) -> Observed:
@@ -354,9 +351,15 @@ def names_in(directory: str) -> list[str]:
 
 
 def _set_attributes(path: str, mode: int, uid: int | None, gid: int | None) -> None:
-    if uid is not None or gid is not None:
-        os.lchown(path, -1 if uid is None else uid, -1 if gid is None else gid)
-    os.chmod(path, mode)
+    # through a descriptor opened without following links: a symlink swapped in since the plan
+    # (e.g. by a user owning the parent directory) fails instead of redirecting the chmod
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if uid is not None or gid is not None:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _write(module: AnsibleModule, want: Wanted, uid: int | None, gid: int | None) -> None:
