@@ -7,6 +7,7 @@
 
 Run as ``python3 -m <package>._cli autosnap --root tank --policy daily=7`` or
 ``python3 -m <package>._cli replicate tank/data --target-root zfsbackups/host``
+or, as the forced command of a replication key, ``… serve --root zfsbackups/host``,
 where <package> is this directory, installed or copied anywhere: only
 relative imports are used.
 
@@ -26,11 +27,12 @@ import json
 import sys
 import typing as t
 
-from . import _autosnap_options, _replicate_options
+from . import _autosnap_options, _replicate_options, _serve_options
 from ._autosnap import run_autosnap
 from ._lock import LockTimeout
 from ._options import add_arguments, from_namespace
 from ._replicate import run_replicate
+from ._serve import serve
 from ._signals import exit_status, interrupted_result, interrupted_signal, interrupts_raise
 from ._types import Interrupted, ValidationError, ZfsCommandError
 from ._zfs import LocalRunner
@@ -77,6 +79,27 @@ def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
     return run_replicate(from_namespace(_replicate_options.SCHEMA, namespace), check_mode=namespace.check)
 
 
+def _add_serve(sub: t.Any) -> None:
+    schema = _serve_options.SCHEMA
+    p = sub.add_parser('serve', help='forced command of a replication key (authorized_keys command=...)',
+                       description=schema.help)
+    add_arguments(p, schema)
+
+
+def _serve(args: argparse.Namespace, stderr: t.TextIO) -> int:
+    # stdout is the stream itself here: nothing but the requested command's output may reach it
+    try:
+        values = _serve_options.normalise(from_namespace(_serve_options.SCHEMA, args))
+    except ValidationError as exc:
+        stderr.write(f'pyzfsautosnap serve: error: {exc}\n')
+        return EXIT_USAGE
+    try:
+        with interrupts_raise():
+            return serve(values['roots'], send=values['send'], zfs_path=values['zfs_path'], stderr=stderr)
+    except Interrupted as exc:
+        return exit_status(exc.signum)
+
+
 def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:
     verb = 'would ' if result.get('check_mode') else ''
     for name in result.get('created', []):
@@ -97,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_autosnap(sub)
     _add_replicate(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -127,6 +151,8 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
         stderr.write(f'error: {exc}\n')
         return EXIT_USAGE
     args = build_parser().parse_args(argv)
+    if args.command == 'serve':
+        return _serve(args, stderr)
     try:
         with interrupts_raise():
             code, result = args.func(args)

@@ -18,11 +18,11 @@ from ._pipeline import mbuffer_argv, receiver_stages, run_pipeline, sender_stage
 from ._replicate_options import ReplicateParams
 from ._replicate_result import ReplicationError, StepOutcome
 from ._replicate_steps import (
-    PARENT_PROPERTIES, AbortResume, Bookmark, DestroyBookmark, EnsureParent, Hold, Prune, Release, RunStep, Side, Stream,
+    AbortResume, Bookmark, DestroyBookmark, EnsureParent, Hold, Prune, Release, RunStep, Side, Stream,
 )
 from ._transport import Transport
 from ._types import ZfsCommandError
-from ._zfs import Zfs, receive_argv, send_argv
+from ._zfs import PARENT_PROPERTIES, Zfs, receive_argv, send_argv
 
 
 class Executor:

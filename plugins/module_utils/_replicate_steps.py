@@ -33,7 +33,6 @@ from ._types import Snapshot
 Side = t.Literal['source', 'target']
 StepKind = t.Literal['abort_resume', 'ensure_parent', 'stream', 'hold', 'release', 'bookmark', 'destroy_bookmark', 'prune']
 # zfs create -o for the parents the engine makes: never mounted, never auto-snapshotted
-PARENT_PROPERTIES: t.Mapping[str, str] = {'canmount': 'off', 'com.sun:auto-snapshot': 'false'}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,29 @@ MAX_ARGV_BYTES = MAX_ARG_STRLEN // 2
 
 SNAPSHOT_COLUMNS = ('name', 'guid', 'createtxg', 'creation', 'userrefs', 'clones')
 
+# the properties of the parents the engine creates on a target: never mounted, never snapshotted there
+PARENT_PROPERTIES: t.Mapping[str, str] = {'canmount': 'off', 'com.sun:auto-snapshot': 'false'}
+
+# What a backup server's forced command (``serve``) sets on every receive, whatever the client asked for:
+# a replica is never mounted, never writable, never snapshotted by the server's own autosnap, and once an
+# administrator mounts it, runs nothing from it.
+INERT_PROPERTIES: t.Mapping[str, str] = {
+    'readonly': 'on', 'com.sun:auto-snapshot': 'false',
+    'canmount': 'noauto', 'exec': 'off', 'setuid': 'off', 'devices': 'off',
+}
+# ... and takes from the stream only as inherited from the server's own datasets: where it would be
+# mounted or shared, namespaces, SELinux mount contexts, and space taken from every other client
+SERVE_EXCLUDED_PROPERTIES = (
+    'mountpoint', 'sharenfs', 'sharesmb', 'zoned', 'context', 'fscontext', 'defcontext', 'rootcontext',
+    'reservation', 'refreservation',
+)
+# Properties that apply to filesystems only: a non-recursive receive refuses them for a volume
+_FILESYSTEM_ONLY = frozenset(('canmount', 'exec', 'setuid', 'devices', 'mountpoint', 'sharenfs', 'sharesmb', 'zoned',
+                              'context', 'fscontext', 'defcontext', 'rootcontext'))
+# when a snapshot reached this backup server, in seconds since the epoch, by the server's clock; set by
+# `serve` after each receive, read by the server's own retention; a client can neither set nor steer it
+STAMP_PROPERTY = 'pyzfsautosnap:received'
+
 
 @dataclasses.dataclass
 class CommandResult:
@@ -144,6 +167,22 @@ def receive_argv(target: str, *, filesystem: bool, rollback: bool, properties: t
     for key, value in props.items():
         argv += ['-o', f'{key}={value}']
     for key in exclude:
+        argv += ['-x', key]
+    argv.append(target)
+    return tuple(argv)
+
+
+def inert_receive_argv(target: str, *, filesystem: bool, properties: t.Mapping[str, str] = {},
+                       exclude: t.Sequence[str] = (), zfs: str = 'zfs') -> tuple[str, ...]:
+    """``zfs receive`` as a backup server runs it for a client: never -F, every inert property forced."""
+    forced = {k: v for k, v in INERT_PROPERTIES.items() if filesystem or k not in _FILESYSTEM_ONLY}
+    excluded = [k for k in SERVE_EXCLUDED_PROPERTIES if filesystem or k not in _FILESYSTEM_ONLY]
+    props = {k: v for k, v in properties.items() if k not in forced and k not in excluded}
+    props.update(forced)
+    argv = [zfs, 'receive', '-s', '-u']
+    for key, value in props.items():
+        argv += ['-o', f'{key}={value}']
+    for key in dict.fromkeys([*excluded, *(k for k in exclude if k not in forced)]):
         argv += ['-x', key]
     argv.append(target)
     return tuple(argv)
@@ -362,3 +401,38 @@ class Zfs:
 
     def receive_abort(self, dataset: str) -> None:
         self._run('receive', '-A', dataset)
+
+    # ------------------------------------------------- a backup server's forced command
+    def version_result(self) -> CommandResult:
+        return self._run('version', check=False)
+
+    def list_result(self, options: t.Sequence[str], names: t.Sequence[str]) -> CommandResult:
+        """``zfs list OPTIONS NAMES`` with the output as it is; the caller checked both."""
+        if not names:
+            raise ValueError('a listing without names would list every pool')
+        return self._run('list', *options, *names, check=False)
+
+    def holds_result(self, names: t.Sequence[str]) -> CommandResult:
+        return self._run('holds', '-H', *names, check=False)
+
+    def hold_result(self, verb: t.Literal['hold', 'release'], tag: str, names: t.Sequence[str]) -> CommandResult:
+        return self._run(verb, tag, *names, check=False)
+
+    def create_result(self, name: str, props: t.Mapping[str, str]) -> CommandResult:
+        opts = [arg for key, value in props.items() for arg in ('-o', f'{key}={value}')]
+        return self._run('create', *opts, name, check=False)
+
+    def received_tree(self, target: str) -> list[tuple[str, str, str, str]] | None:
+        """(name, type, canmount, readonly) of *target*, its descendants and their snapshots; None if missing."""
+        res = self._run('list', '-H', '-p', '-r', '-t', 'filesystem,volume,snapshot', '-o', 'name,type,canmount,readonly',
+                        target, check=False)
+        if res.rc != 0:
+            if parse.error_kind(res.stderr) == 'missing':
+                return None
+            raise ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr)
+        return [(name, kind, canmount, readonly) for name, kind, canmount, readonly in parse.rows(res.stdout, 4)]
+
+    def set_property(self, prop: str, value: str, names: t.Sequence[str]) -> None:
+        """``zfs set prop=value`` on *names*, in as few calls as the argument limit allows."""
+        for batch in batch_by_size(names, [self.zfs, 'set', f'{prop}={value}']):
+            self._run('set', f'{prop}={value}', *batch)

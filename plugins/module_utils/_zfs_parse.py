@@ -243,3 +243,17 @@ def is_stale_token_error(stderr: str) -> bool:
     """``zfs send -t`` refused the token because what it refers to is gone or changed."""
     text = stderr.lower()
     return any(hint in text for hint in _STALE_TOKEN_HINTS)
+
+
+def rows(output: str, ncols: int) -> list[tuple[str, ...]]:
+    """Rows of a ``zfs list -H`` of *ncols* built-in columns (no user properties: no tabs in values)."""
+    return [tuple(fields) for fields in _rows(output, ncols)]
+
+
+def token_toname(output: str) -> str | None:
+    """The ``toname`` of a resume token, from what ``zfs send -nvP -t TOKEN`` printed; None if absent."""
+    for line in output.splitlines():
+        key, sep, value = line.strip().partition(' = ')
+        if sep and key == 'toname' and value:
+            return value
+    return None
