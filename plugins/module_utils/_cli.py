@@ -27,15 +27,16 @@ import json
 import sys
 import typing as t
 
-from . import _autosnap_options, _replicate_options, _serve_options
+from . import _autosnap_options, _replicate_options, _retain_options, _serve_options
 from ._autosnap import run_autosnap
 from ._lock import LockTimeout
 from ._options import add_arguments, from_namespace
 from ._replicate import run_replicate
+from ._retain import run_retain
 from ._serve import serve
 from ._signals import exit_status, interrupted_result, interrupted_signal, interrupts_raise
 from ._types import Interrupted, ValidationError, ZfsCommandError
-from ._zfs import LocalRunner
+from ._zfs import LocalRunner, Zfs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -79,6 +80,21 @@ def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
     return run_replicate(from_namespace(_replicate_options.SCHEMA, namespace), check_mode=namespace.check)
 
 
+def _add_retain(sub: t.Any) -> None:
+    schema = _retain_options.SCHEMA
+    p = sub.add_parser('retain', help="prune a backup server's replicas by their arrival on it", description=schema.help)
+    add_arguments(p, schema)
+    p.add_argument('--check', action='store_true', help='report the plan, change nothing')
+    p.add_argument('--json', action='store_true', help='print the full result as JSON')
+    p.set_defaults(func=_run_retain)
+
+
+def _run_retain(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    values = _retain_options.normalise(from_namespace(_retain_options.SCHEMA, args))
+    result = run_retain(values, Zfs(LocalRunner(), values['zfs_path']), check_mode=args.check)
+    return (EXIT_FAILED if result.get('failed') else EXIT_OK), result
+
+
 def _add_serve(sub: t.Any) -> None:
     schema = _serve_options.SCHEMA
     p = sub.add_parser('serve', help='forced command of a replication key (authorized_keys command=...)',
@@ -114,12 +130,23 @@ def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:
               f'changed={str(result.get("changed", False)).lower()}\n')
 
 
+def _retain_summary(result: dict[str, t.Any], out: t.TextIO) -> None:
+    verb = 'would ' if result.get('check_mode') else ''
+    for name in result.get('destroyed', []):
+        out.write(f'{verb}destroy {name}\n')
+    for item in result.get('skipped', []):
+        out.write(f'keep {item["name"]}: {item["reason"]}\n')
+    out.write(f'{len(result.get("destroyed", []))} destroyed, {len(result.get("stamped", []))} stamped as arriving now, '
+              f'changed={str(result.get("changed", False)).lower()}\n')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='pyzfsautosnap', description='Automatic ZFS snapshots.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     _add_autosnap(sub)
     _add_replicate(sub)
+    _add_retain(sub)
     _add_serve(sub)
     return parser
 
@@ -182,6 +209,8 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
             stderr.write(f'error: {result["msg"]}\n')
         if 'created' in result:
             _summary(result, stdout)
+        elif 'stamped' in result:
+            _retain_summary(result, stdout)
     return int(code)
 
 

@@ -124,7 +124,10 @@ class Server:
 
     # ------------------------------------------------------------ streams
     def receive(self, request: Receive) -> int:
-        before = self._snapshots(request.target)
+        try:
+            before = self._stamps(request.target)
+        except ZfsCommandError as exc:
+            return self._failed(f'cannot list {request.target} before receiving into it', exc)
         stages: list[tuple[str, ...]] = []
         if request.decompress:
             stages.append(COMPRESSORS[request.decompress][1])
@@ -143,21 +146,35 @@ class Server:
             return self._failed(f'received into {request.target}, but could not stamp or settle it', exc)
         return 0
 
-    def _snapshots(self, target: str) -> set[str]:
+    def _stamps(self, target: str) -> dict[str, str]:
+        """The arrival stamp of every snapshot under *target* now ('-' where there is none)."""
         tree = self.zfs.received_tree(target)
-        return {row[0] for row in tree or () if row[1] == 'snapshot'}
+        return {row[0]: row[4] for row in tree or () if row[1] == 'snapshot'}
 
-    def _settle(self, target: str, before: set[str]) -> None:
-        """Stamp what arrived with this server's clock; leave nothing mountable or writable behind."""
+    def _settle(self, target: str, before: t.Mapping[str, str]) -> None:
+        """Stamp what arrived with this server's clock; leave nothing mountable or writable, no stamp altered."""
         tree = self.zfs.received_tree(target) or []
-        arrived = [name for name, kind, _cm, _ro in tree if kind == 'snapshot' and name not in before]
-        # a replication stream (send -R) brings children, which -o does not reach
-        mountable = [name for name, kind, canmount, _ro in tree if kind == 'filesystem' and canmount == 'on']
-        writable = [name for name, kind, _cm, readonly in tree if kind != 'snapshot' and readonly == 'off']
+        arrived = [name for name, kind, _cm, _ro, _st in tree if kind == 'snapshot' and name not in before]
+        # a replication stream (send -R) brings children, which -o does not reach, and snapshot properties,
+        # which could back-date the arrival of snapshots that were here before it
+        mountable = [name for name, kind, canmount, _ro, _st in tree if kind == 'filesystem' and canmount == 'on']
+        writable = [name for name, kind, _cm, readonly, _st in tree if kind != 'snapshot' and readonly == 'off']
+        altered: dict[str, list[str]] = {}
+        for name, kind, _cm, _ro, stamp in tree:
+            if kind == 'snapshot' and name in before and stamp != before[name]:
+                altered.setdefault(before[name], []).append(name)
         if mountable:
             self.zfs.set_property('canmount', 'noauto', mountable)
         if writable:
             self.zfs.set_property('readonly', 'on', writable)
+        for value, names in altered.items():
+            if value == '-':
+                self.zfs.inherit_property(STAMP_PROPERTY, names)
+            else:
+                self.zfs.set_property(STAMP_PROPERTY, value, names)
+        if altered:
+            self.log(syslog.LOG_WARNING, f'receive into {target} altered the arrival stamps of '
+                                         f'{sum(len(n) for n in altered.values())} snapshot(s); restored')
         if arrived:
             self.zfs.set_property(STAMP_PROPERTY, str(int(self.clock())), arrived)
 

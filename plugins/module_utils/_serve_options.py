@@ -17,14 +17,14 @@ from ._validate import reject_shell_metachars
 NO_ROOTS = 'roots must name at least one dataset: a key confined to nothing may do nothing'
 
 
-def _valid_roots(value: list[t.Any], what: str) -> list[str]:
+def valid_roots(value: list[t.Any], what: str) -> list[str]:
     try:
         return [check_name(str(item), 'dataset') for item in value]
     except Refused as exc:
         raise ValidationError(f'{what}: {exc}') from None
 
 
-def _roots(values: dict[str, t.Any]) -> dict[str, t.Any]:
+def distinct_roots(values: dict[str, t.Any]) -> dict[str, t.Any]:
     roots = values['roots']
     for a in roots:
         for b in roots:
@@ -39,13 +39,13 @@ SCHEMA = Schema(
          'SSH_ORIGINAL_COMMAND if it is one the engine sends, confined to the roots, and refuses anything else.',
     options=(
         Option('roots', 'list', elements='str', flags=('--root',), metavar='DATASET', required=True, empty=NO_ROOTS,
-               validator=_valid_roots,
+               validator=valid_roots,
                help='the only datasets (with their descendants) this key may touch; repeat for several'),
         Option('send', 'bool', default=False,
                help='the sending side of a pull (listings, sends, holds); the default is the receiving side of a push'),
         Option('zfs_path', 'str', default='zfs', validator=reject_shell_metachars, help='the zfs command'),
     ),
-    checks=(_roots,),
+    checks=(distinct_roots,),
 )
 
 

@@ -422,15 +422,39 @@ class Zfs:
         opts = [arg for key, value in props.items() for arg in ('-o', f'{key}={value}')]
         return self._run('create', *opts, name, check=False)
 
-    def received_tree(self, target: str) -> list[tuple[str, str, str, str]] | None:
-        """(name, type, canmount, readonly) of *target*, its descendants and their snapshots; None if missing."""
-        res = self._run('list', '-H', '-p', '-r', '-t', 'filesystem,volume,snapshot', '-o', 'name,type,canmount,readonly',
-                        target, check=False)
+    def received_tree(self, target: str) -> list[tuple[str, str, str, str, str]] | None:
+        """(name, type, canmount, readonly, arrival stamp) of *target*, its descendants and snapshots; None if missing."""
+        cols = ('name', 'type', 'canmount', 'readonly', STAMP_PROPERTY)
+        res = self._run('list', '-H', '-p', '-r', '-t', 'filesystem,volume,snapshot', '-o', ','.join(cols), target,
+                        check=False)
         if res.rc != 0:
             if parse.error_kind(res.stderr) == 'missing':
                 return None
             raise ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr)
-        return [(name, kind, canmount, readonly) for name, kind, canmount, readonly in parse.rows(res.stdout, 4)]
+        try:
+            return [(name, kind, canmount, readonly, stamp)
+                    for name, kind, canmount, readonly, stamp in parse.rows(res.stdout, len(cols))]
+        except ValueError as exc:
+            # a stream can carry a stamp value with a tab or newline in it: no guessing which row is which
+            raise ZfsCommandError(res.argv, 0, '', f'unreadable listing: {exc}') from None
+
+    def list_received(self, roots: t.Sequence[str]) -> list[tuple[Snapshot, str]]:
+        """Every snapshot under *roots* with what retention needs, and its arrival stamp ('-' for none)."""
+        cols = (*SNAPSHOT_COLUMNS, STAMP_PROPERTY)
+        argv = ['list', '-H', '-p', '-t', 'snapshot', '-o', ','.join(cols), '-r']
+        out: list[tuple[Snapshot, str]] = []
+        for batch in batch_by_size(roots, [self.zfs, *argv]):
+            res = self._run(*argv, *batch)
+            try:
+                out.extend(parse.received_snapshots(res.stdout, cols))
+            except ValueError as exc:
+                raise ZfsCommandError(res.argv, 0, '', f'unreadable listing: {exc}') from None
+        return out
+
+    def inherit_property(self, prop: str, names: t.Sequence[str]) -> None:
+        """``zfs inherit prop`` on *names* (a user property: removed where it was set)."""
+        for batch in batch_by_size(names, [self.zfs, 'inherit', prop]):
+            self._run('inherit', prop, *batch)
 
     def set_property(self, prop: str, value: str, names: t.Sequence[str]) -> None:
         """``zfs set prop=value`` on *names*, in as few calls as the argument limit allows."""

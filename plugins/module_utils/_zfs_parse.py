@@ -139,6 +139,13 @@ def snapshots(output: str, columns: t.Sequence[str]) -> list[Snapshot]:
     return result
 
 
+def received_snapshots(output: str, columns: t.Sequence[str]) -> list[tuple[Snapshot, str]]:
+    """Snapshots with the value of the last column (a user property) beside each."""
+    snaps = snapshots(output, columns)
+    values = [fields[-1] for fields in _rows(output, len(columns))]
+    return list(zip(snaps, values))
+
+
 def snapshots_from_get(output: str) -> list[Snapshot]:
     """Legacy fallback: ``zfs get -Hp -o name,property,value guid,createtxg,... snap...``."""
     values: dict[str, dict[str, str]] = {}

@@ -95,7 +95,8 @@ class Session:
 
 
 def tree(*rows):
-    return '\n'.join('\t'.join(r) for r in rows) + '\n'
+    """A received_tree listing; rows without an arrival stamp get '-'."""
+    return '\n'.join('\t'.join(r if len(r) == 5 else (*r, '-')) for r in rows) + '\n'
 
 
 def test_a_receive_runs_with_every_inert_property_and_stamps_what_arrived(tmp_path, fake_zfs, capfd):
@@ -150,6 +151,22 @@ def test_a_failed_receive_is_reported_and_nothing_is_stamped(tmp_path, fake_zfs,
     assert session(command) == 1
     assert not [c for c in runner.calls if c[0] == 'set']
     assert split_markers(session.stderr.getvalue())[0] == {0: 0}
+
+
+def test_a_stream_cannot_back_date_the_arrival_of_what_was_there(tmp_path, fake_zfs):
+    before = tree((TARGET, 'filesystem', 'noauto', 'on'), (TARGET + '@a', 'snapshot', '-', '-', '1700000000'),
+                  (TARGET + '@b', 'snapshot', '-', '-', '-'))
+    # a replication stream carried snapshot properties: old stamps for @a and @b, and one for its own @c
+    after = tree((TARGET, 'filesystem', 'noauto', 'on'), (TARGET + '@a', 'snapshot', '-', '-', '1'),
+                 (TARGET + '@b', 'snapshot', '-', '-', '2'), (TARGET + '@c', 'snapshot', '-', '-', '3'))
+    listings = iter([before, after])
+    runner = Runner([(['list', '-H', '-p', '-r'], (0, lambda: next(listings), ''))])
+    session = Session(tmp_path, runner, zfs_path=str(fake_zfs / 'zfs'))
+    assert session(remote_command(receive_argv(TARGET, filesystem=True, rollback=False, properties={}))) == 0
+    assert runner.calls[2:] == [['set', f'{STAMP_PROPERTY}=1700000000', TARGET + '@a'],
+                                ['inherit', STAMP_PROPERTY, TARGET + '@b'],
+                                ['set', f'{STAMP_PROPERTY}={NOW}', TARGET + '@c']]
+    assert 'altered the arrival stamps of 2 snapshot(s)' in session.logged[-1][1]
 
 
 def test_stamping_that_fails_fails_the_receive_loudly(tmp_path, fake_zfs):
