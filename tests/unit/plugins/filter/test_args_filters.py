@@ -12,7 +12,7 @@ import pytest
 
 from ansible.module_utils import _internal
 
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _autosnap_options, _cli, _replicate_options
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _autosnap_options, _cli, _replicate_options, _serve_options
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError
 
 # Importing controller code (ansible.errors) switches module warnings over to the controller's display for the
@@ -21,16 +21,18 @@ _FILTERS = 'ansible_collections.pyzfsautosnap.zfs.plugins.filter'
 AnsibleFilterError: t.Any = None
 autosnap_args: t.Any = None
 replicate_args: t.Any = None
+serve_args: t.Any = None
 
 
 @pytest.fixture(autouse=True)
 def filters() -> t.Iterator[None]:
-    global AnsibleFilterError, autosnap_args, replicate_args  # noqa: PLW0603 - see above
+    global AnsibleFilterError, autosnap_args, replicate_args, serve_args  # noqa: PLW0603 - see above
     was_controller = _internal.is_controller
     try:
         AnsibleFilterError = importlib.import_module('ansible.errors').AnsibleFilterError
         autosnap_args = importlib.import_module(f'{_FILTERS}.autosnap_args').autosnap_args
         replicate_args = importlib.import_module(f'{_FILTERS}.replicate_args').replicate_args
+        serve_args = importlib.import_module(f'{_FILTERS}.serve_args').serve_args
         yield
     finally:
         _internal.is_controller = was_controller
@@ -39,6 +41,7 @@ def filters() -> t.Iterator[None]:
 def test_filters_are_registered() -> None:
     assert importlib.import_module(f'{_FILTERS}.autosnap_args').FilterModule().filters() == {'autosnap_args': autosnap_args}
     assert importlib.import_module(f'{_FILTERS}.replicate_args').FilterModule().filters() == {'replicate_args': replicate_args}
+    assert importlib.import_module(f'{_FILTERS}.serve_args').FilterModule().filters() == {'serve_args': serve_args}
 
 
 def test_autosnap_args() -> None:
@@ -60,6 +63,13 @@ def test_replicate_args() -> None:
         '--target-retention=daily=7', '--rate-limit=5M']
 
 
+def test_serve_args() -> None:
+    argv = serve_args({'roots': ['zfsbackups/c1', 'zfsbackups/c1'], 'send': 'yes'})
+    assert argv == ['serve', '--root=zfsbackups/c1', '--send']
+    # what authorized_keys will run parses on the command line
+    _cli.build_parser().parse_args(argv)
+
+
 @pytest.mark.parametrize('call, normalise, raw', [
     ('autosnap_args', _autosnap_options.normalise, {'roots': ['tank/a;rm -rf /']}),
     ('autosnap_args', _autosnap_options.normalise, {'roots': []}),
@@ -67,6 +77,10 @@ def test_replicate_args() -> None:
     ('autosnap_args', _autosnap_options.normalise, {'roots': ['tank'], 'policy': {'daily': -1}}),
     ('replicate_args', _replicate_options.normalise, {'datasets': ['tank/a'], 'target_root': 'z/c', 'labels': []}),
     ('replicate_args', _replicate_options.normalise, {'datasets': ['tank/a'], 'target_root': 'z/c', 'target_host': 'a b'}),
+    ('serve_args', _serve_options.normalise, {'roots': []}),
+    ('serve_args', _serve_options.normalise, {}),
+    ('serve_args', _serve_options.normalise, {'roots': ['zfsbackups/c1"; id #']}),
+    ('serve_args', _serve_options.normalise, {'roots': ['zfsbackups', 'zfsbackups/c1']}),
 ])
 def test_bad_options_fail_with_the_engines_message(call: str, normalise: t.Callable[..., t.Any],
                                                    raw: dict[str, t.Any]) -> None:
