@@ -210,6 +210,9 @@ def _create(args: list[str], roots: t.Sequence[str]) -> CreateParent:
 
 
 def _receive(args: list[str], roots: t.Sequence[str]) -> Receive:
+    if args[:1] == ['-A']:
+        raise Refused('discarding a resumable receive (zfs receive -A) is for the backup server to decide; '
+                      'an administrator runs it there')
     if args[:2] != ['-s', '-u']:
         raise Refused('zfs receive must be resumable and unmounted (-s -u)')
     i = 2

@@ -12,7 +12,8 @@ import pytest
 
 from ansible.module_utils import _internal
 
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _autosnap_options, _cli, _replicate_options, _serve_options
+from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import (
+    _autosnap_options, _cli, _replicate_options, _retain_options, _serve_options)
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError
 
 # Importing controller code (ansible.errors) switches module warnings over to the controller's display for the
@@ -22,17 +23,19 @@ AnsibleFilterError: t.Any = None
 autosnap_args: t.Any = None
 replicate_args: t.Any = None
 serve_args: t.Any = None
+retain_args: t.Any = None
 
 
 @pytest.fixture(autouse=True)
 def filters() -> t.Iterator[None]:
-    global AnsibleFilterError, autosnap_args, replicate_args, serve_args  # noqa: PLW0603 - see above
+    global AnsibleFilterError, autosnap_args, replicate_args, serve_args, retain_args  # noqa: PLW0603 - see above
     was_controller = _internal.is_controller
     try:
         AnsibleFilterError = importlib.import_module('ansible.errors').AnsibleFilterError
         autosnap_args = importlib.import_module(f'{_FILTERS}.autosnap_args').autosnap_args
         replicate_args = importlib.import_module(f'{_FILTERS}.replicate_args').replicate_args
         serve_args = importlib.import_module(f'{_FILTERS}.serve_args').serve_args
+        retain_args = importlib.import_module(f'{_FILTERS}.retain_args').retain_args
         yield
     finally:
         _internal.is_controller = was_controller
@@ -42,6 +45,7 @@ def test_filters_are_registered() -> None:
     assert importlib.import_module(f'{_FILTERS}.autosnap_args').FilterModule().filters() == {'autosnap_args': autosnap_args}
     assert importlib.import_module(f'{_FILTERS}.replicate_args').FilterModule().filters() == {'replicate_args': replicate_args}
     assert importlib.import_module(f'{_FILTERS}.serve_args').FilterModule().filters() == {'serve_args': serve_args}
+    assert importlib.import_module(f'{_FILTERS}.retain_args').FilterModule().filters() == {'retain_args': retain_args}
 
 
 def test_autosnap_args() -> None:
@@ -70,6 +74,12 @@ def test_serve_args() -> None:
     _cli.build_parser().parse_args(argv)
 
 
+def test_retain_args() -> None:
+    argv = retain_args({'roots': ['zfsbackups/c1'], 'policy': {'weekly': '8', 'daily': 31}, 'max_destroy': 500})
+    assert argv == ['retain', '--root=zfsbackups/c1', '--policy=daily=31', '--policy=weekly=8', '--max-destroy=500']
+    _cli.build_parser().parse_args(argv)
+
+
 @pytest.mark.parametrize('call, normalise, raw', [
     ('autosnap_args', _autosnap_options.normalise, {'roots': ['tank/a;rm -rf /']}),
     ('autosnap_args', _autosnap_options.normalise, {'roots': []}),
@@ -81,6 +91,8 @@ def test_serve_args() -> None:
     ('serve_args', _serve_options.normalise, {}),
     ('serve_args', _serve_options.normalise, {'roots': ['zfsbackups/c1"; id #']}),
     ('serve_args', _serve_options.normalise, {'roots': ['zfsbackups', 'zfsbackups/c1']}),
+    ('retain_args', _retain_options.normalise, {'roots': ['zfsbackups/c1'], 'policy': {}}),
+    ('retain_args', _retain_options.normalise, {'roots': ['zfsbackups/c1'], 'policy': {'daily': 7}, 'max_destroy': 0}),
 ])
 def test_bad_options_fail_with_the_engines_message(call: str, normalise: t.Callable[..., t.Any],
                                                    raw: dict[str, t.Any]) -> None:
