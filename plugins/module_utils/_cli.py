@@ -28,11 +28,8 @@ import sys
 import typing as t
 
 from . import _autosnap_options, _replicate_options, _retain_options, _serve_options
-from ._autosnap import run_autosnap
 from ._lock import LockTimeout
 from ._options import add_arguments, from_namespace
-from ._replicate import run_replicate
-from ._retain import run_retain
 from ._serve import serve
 from ._signals import exit_status, interrupted_result, interrupted_signal, interrupts_raise
 from ._types import Interrupted, ValidationError, ZfsCommandError
@@ -51,7 +48,10 @@ def _add_autosnap(sub: t.Any) -> None:
     p.set_defaults(func=_run_autosnap)
 
 
+# The engines are imported when their subcommand runs: `serve`, started by sshd for every command a
+# client sends, must not pay for the replication engine and paramiko each time.
 def _run_autosnap(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    from ._autosnap import run_autosnap  # noqa: PLC0415
     values = _autosnap_options.normalise(from_namespace(_autosnap_options.SCHEMA, args))
     result = run_autosnap(
         _autosnap_options.to_config(values), LocalRunner(), check_mode=args.check, diff=args.diff,
@@ -67,6 +67,7 @@ def _add_replicate(sub: t.Any) -> None:
 
 
 def _run_replicate(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    from ._replicate import run_replicate  # noqa: PLC0415
     raw = from_namespace(_replicate_options.SCHEMA, args)
     # bad input exits with EXIT_USAGE like autosnap's, before any host is contacted
     _replicate_options.normalise(raw)
@@ -76,6 +77,7 @@ def _run_replicate(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
 
 def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
     """Parse replicate's *argv* and replicate; returns the result, or ``failed: true`` with ``msg`` and details."""
+    from ._replicate import run_replicate  # noqa: PLC0415
     namespace = _replicate_options.build_parser().parse_args(list(argv))
     return run_replicate(from_namespace(_replicate_options.SCHEMA, namespace), check_mode=namespace.check)
 
@@ -90,6 +92,7 @@ def _add_retain(sub: t.Any) -> None:
 
 
 def _run_retain(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    from ._retain import run_retain  # noqa: PLC0415
     values = _retain_options.normalise(from_namespace(_retain_options.SCHEMA, args))
     result = run_retain(values, Zfs(LocalRunner(), values['zfs_path']), check_mode=args.check)
     return (EXIT_FAILED if result.get('failed') else EXIT_OK), result

@@ -218,6 +218,9 @@ options:
         C(daily) to V(31). Labels not given are never pruned on the target.
       - Never destroys the common snapshot, held or cloned snapshots, the newest snapshot of a label, or snapshots
         whose names are not managed. The target never takes snapshots of its own.
+      - For a pull, or a push to a target you trust the client with. A backup server whose keys run the forced command
+        C(pyzfsautosnap serve) (the C(pyzfsautosnap.zfs.target) role) refuses it, and the run warns: there the server
+        prunes on its own clock (C(pyzfsautosnap retain), the role's C(retention) per client; C(docs/security.md)).
     type: dict
     default: {}
   lock_dir:
@@ -279,13 +282,10 @@ EXAMPLES = r'''
       - tank/home
     recursive: true
     target_host: backup.example.org
-    ssh_user: zfsrecv
+    ssh_user: zfsrecv-{{ inventory_hostname_short }}
     ssh_identity_file: /root/.ssh/id_zfsbackup
     target_root: zfsbackups/{{ inventory_hostname_short }}
     compression: zstd
-    target_retention:
-      daily: 31
-      weekly: 8
 
 - name: Pull from a client, run on the backup server (the client holds no key to the backups)
   pyzfsautosnap.zfs.zfs_replicate:
