@@ -42,19 +42,12 @@ _value:
 
 import typing as t  # noqa: E402
 
-from ansible.errors import AnsibleFilterError  # noqa: E402
-
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _retain_options  # noqa: E402
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError  # noqa: E402
+from ansible_collections.pyzfsautosnap.zfs.plugins.plugin_utils._filter_args import checked_args  # noqa: E402
 
 
 def retain_args(options: t.Mapping[str, t.Any]) -> list[str]:
-    if not isinstance(options, t.Mapping):
-        raise AnsibleFilterError(f'retain_args expects a mapping of options, got {type(options).__name__}')
-    try:
-        return _retain_options.args(dict(options))
-    except ValidationError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+    return checked_args('retain_args', options, _retain_options.args)
 
 
 class FilterModule:

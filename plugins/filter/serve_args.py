@@ -42,19 +42,12 @@ _value:
 
 import typing as t  # noqa: E402
 
-from ansible.errors import AnsibleFilterError  # noqa: E402
-
 from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils import _serve_options  # noqa: E402
-from ansible_collections.pyzfsautosnap.zfs.plugins.module_utils._types import ValidationError  # noqa: E402
+from ansible_collections.pyzfsautosnap.zfs.plugins.plugin_utils._filter_args import checked_args  # noqa: E402
 
 
 def serve_args(options: t.Mapping[str, t.Any]) -> list[str]:
-    if not isinstance(options, t.Mapping):
-        raise AnsibleFilterError(f'serve_args expects a mapping of options, got {type(options).__name__}')
-    try:
-        return [_serve_options.SCHEMA.name] + _serve_options.args(dict(options))
-    except ValidationError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+    return checked_args('serve_args', options, lambda values: [_serve_options.SCHEMA.name] + _serve_options.args(values))
 
 
 class FilterModule:

@@ -29,7 +29,7 @@ import typing as t
 
 from . import _autosnap_options, _replicate_options, _retain_options, _serve_options
 from ._lock import LockTimeout
-from ._options import add_arguments, from_namespace
+from ._options import Schema, add_arguments, from_namespace
 from ._serve import serve
 from ._signals import exit_status, interrupted_result, interrupted_signal, interrupts_raise
 from ._types import Interrupted, ValidationError, ZfsCommandError
@@ -38,14 +38,15 @@ from ._zfs import LocalRunner, Zfs
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 
-def _add_autosnap(sub: t.Any) -> None:
-    schema = _autosnap_options.SCHEMA
-    p = sub.add_parser('autosnap', help='take due snapshots and prune old ones', description=schema.help)
+def _add_engine(sub: t.Any, schema: Schema, summary: str, func: t.Callable[..., t.Any], *, diff: bool = False) -> None:
+    """A subcommand that changes pools: its schema's options, --check and --json (and --diff)."""
+    p = sub.add_parser(schema.name, help=summary, description=schema.help)
     add_arguments(p, schema)
     p.add_argument('--check', action='store_true', help='report the plan, change nothing')
-    p.add_argument('--diff', action='store_true', help='include before/after lists of managed snapshots')
+    if diff:
+        p.add_argument('--diff', action='store_true', help='include before/after lists of managed snapshots')
     p.add_argument('--json', action='store_true', help='print the full result as JSON')
-    p.set_defaults(func=_run_autosnap)
+    p.set_defaults(func=func)
 
 
 # The engines are imported when their subcommand runs: `serve`, started by sshd for every command a
@@ -82,15 +83,6 @@ def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
     return run_replicate(from_namespace(_replicate_options.SCHEMA, namespace), check_mode=namespace.check)
 
 
-def _add_retain(sub: t.Any) -> None:
-    schema = _retain_options.SCHEMA
-    p = sub.add_parser('retain', help="prune a backup server's replicas by their arrival on it", description=schema.help)
-    add_arguments(p, schema)
-    p.add_argument('--check', action='store_true', help='report the plan, change nothing')
-    p.add_argument('--json', action='store_true', help='print the full result as JSON')
-    p.set_defaults(func=_run_retain)
-
-
 def _run_retain(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
     from ._retain import run_retain  # noqa: PLC0415
     values = _retain_options.normalise(from_namespace(_retain_options.SCHEMA, args))
@@ -120,6 +112,7 @@ def _serve(args: argparse.Namespace, stderr: t.TextIO) -> int:
 
 
 def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:
+    """What autosnap or retain did (or would do), a line per snapshot, and the counts."""
     verb = 'would ' if result.get('check_mode') else ''
     for name in result.get('created', []):
         out.write(f'{verb}create {name}\n')
@@ -129,27 +122,18 @@ def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:
         out.write(f'skip {item["name"]}: {item["reason"]}\n')
     if 'diff' in result:
         out.write('--- before\n' + result['diff']['before'] + '+++ after\n' + result['diff']['after'])
-    out.write(f'{len(result.get("created", []))} created, {len(result.get("destroyed", []))} destroyed, '
-              f'changed={str(result.get("changed", False)).lower()}\n')
-
-
-def _retain_summary(result: dict[str, t.Any], out: t.TextIO) -> None:
-    verb = 'would ' if result.get('check_mode') else ''
-    for name in result.get('destroyed', []):
-        out.write(f'{verb}destroy {name}\n')
-    for item in result.get('skipped', []):
-        out.write(f'keep {item["name"]}: {item["reason"]}\n')
-    out.write(f'{len(result.get("destroyed", []))} destroyed, {len(result.get("stamped", []))} stamped as arriving now, '
-              f'changed={str(result.get("changed", False)).lower()}\n')
+    counts = [f'{len(result[key])} {word}' for key, word in (('created', 'created'), ('destroyed', 'destroyed'),
+                                                            ('stamped', 'stamped as arriving now')) if key in result]
+    out.write(', '.join([*counts, f'changed={str(result.get("changed", False)).lower()}']) + '\n')
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='pyzfsautosnap', description='Automatic ZFS snapshots.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
-    _add_autosnap(sub)
+    _add_engine(sub, _autosnap_options.SCHEMA, 'take due snapshots and prune old ones', _run_autosnap, diff=True)
     _add_replicate(sub)
-    _add_retain(sub)
+    _add_engine(sub, _retain_options.SCHEMA, "prune a backup server's replicas by their arrival on it", _run_retain)
     _add_serve(sub)
     return parser
 
@@ -210,10 +194,8 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
             stderr.write(f'warning: {warning}\n')
         if result.get('failed'):
             stderr.write(f'error: {result["msg"]}\n')
-        if 'created' in result:
+        if 'created' in result or 'stamped' in result:
             _summary(result, stdout)
-        elif 'stamped' in result:
-            _retain_summary(result, stdout)
     return int(code)
 
 

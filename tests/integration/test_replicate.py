@@ -50,8 +50,8 @@ def replicate(bed, check: bool = False, host: str = GUEST, **params):
     return run_play(bed, host, [{REPLICATE: params}], check=check).result
 
 
-def seed(bed, root: str, days=(1, 2), megabytes: int = 2) -> None:
-    bed.sh(GUEST, f'''
+def seed(bed, root: str, days=(1, 2), megabytes: int = 2, host: str = GUEST) -> None:
+    bed.sh(host, f'''
         zfs create -p {root}/data/child
         head -c {megabytes}M /dev/urandom > /{root}/data/a.bin
         head -c 1M /dev/urandom > /{root}/data/child/b.bin
