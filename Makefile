@@ -11,7 +11,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
-STAMP_DEPS := $(VENV)/.deps-$(shell cat tests/requirements-dev.txt tests/unit/requirements.txt tests/apt-packages.txt 2>/dev/null | sha1sum | cut -c1-12)
+DEPS_HASH := $(shell { cat tests/requirements-dev.txt tests/unit/requirements.txt tests/apt-packages.txt; $(PYTHON) -VV; } 2>/dev/null | sha1sum | cut -c1-12)
+STAMP_DEPS := $(VENV)/.deps-$(DEPS_HASH)
+# The virtualenv itself lives outside the clone, keyed by what it holds, so a fresh clone on the same machine
+# (CI) links the one it built before instead of installing everything again; .venv is the link.
+VENV_CACHE ?= /var/cache/pyzfsautosnap-venv
 COLLECTION := $(CURDIR)/.build/staged/ansible_collections/pyzfsautosnap/zfs
 LINKROOT := $(CURDIR)/.build/link
 ZFS_SERIES ?= 2.4
@@ -34,10 +38,8 @@ all: test
 deps: $(STAMP_DEPS)
 $(STAMP_DEPS): tests/requirements-dev.txt tests/apt-packages.txt
 	tests/utils/install-host-packages.sh tests/apt-packages.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r tests/requirements-dev.txt
+	tests/utils/cached-venv.sh '$(PYTHON)' '$(VENV_CACHE)/$(DEPS_HASH)' '$(VENV)' tests/requirements-dev.txt
 	tests/utils/ansible-test-get-pip.sh $(BIN)/python
-	rm -f $(VENV)/.deps-*
 	touch $@
 
 demo: deps stage-link
