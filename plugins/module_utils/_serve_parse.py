@@ -36,7 +36,11 @@ _COMPONENT_RE = re.compile(r'[A-Za-z0-9_.: -]+')
 _MAX_NAME = 255
 _PROPERTY_RE = re.compile(r'[a-z][a-z0-9_]*|[a-z0-9_.-]+:[A-Za-z0-9_.:-]+')
 _TAG_RE = re.compile(re.escape(TAG_PREFIX) + r'[A-Za-z0-9_.:@+/-]{1,200}')
-_SIZE_RE = re.compile(r'[1-9][0-9]{0,5}[kKmMgG]?|[1-9][0-9]?%')
+_SIZE_RE = re.compile(r'([1-9][0-9]{0,9})([kKmMgG]?)|([1-9][0-9]?)%')
+# what a client may make the server's mbuffer hold: enough for any link, not the server's memory
+MAX_MBUFFER_BYTES = 4 << 30
+MAX_MBUFFER_PERCENT = 10
+_UNITS = {'': 1, 'k': 1 << 10, 'm': 1 << 20, 'g': 1 << 30}
 _RATE_RE = re.compile(r'[1-9][0-9]{0,9}[kKmMgG]?')
 _TOKEN_RE = re.compile(r'[0-9a-f]{1,8}-[0-9a-f]{1,16}-[0-9a-f]{1,16}-[0-9a-f]{2,}')
 _LIST_TYPES = frozenset(('filesystem', 'volume', 'snapshot', 'bookmark'))
@@ -315,8 +319,10 @@ def _single(argv: list[str], roots: t.Sequence[str], mode: Mode) -> Request:
 def _mbuffer(argv: list[str]) -> tuple[str, ...]:
     if argv[:6:2] != ['mbuffer', '-s', '-m'] or argv[1] != '-q' or argv[3] != '128k' or len(argv) < 6:
         raise Refused('mbuffer is only allowed as the engine runs it')
-    if not _SIZE_RE.fullmatch(argv[5]):
-        raise Refused(f'mbuffer -m {argv[5]!r} is not allowed')
+    size = _SIZE_RE.fullmatch(argv[5])
+    if not size or (size.group(3) and int(size.group(3)) > MAX_MBUFFER_PERCENT) or (
+            size.group(1) and int(size.group(1)) * _UNITS[size.group(2).lower()] > MAX_MBUFFER_BYTES):
+        raise Refused(f'mbuffer -m {argv[5]!r} is not allowed (at most 4G or {MAX_MBUFFER_PERCENT}% on a backup server)')
     rest = argv[6:]
     if rest[:1] == ['-W']:
         if len(rest) < 2 or not (rest[1].isdigit() and rest[1].isascii() and 0 < int(rest[1]) < 10 ** 6):

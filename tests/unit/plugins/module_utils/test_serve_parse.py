@@ -63,6 +63,8 @@ ACCEPTED_RECEIVE = [
     ('lz4 receive', pipeline(recv(), mbuffer=False, compression='lz4'), Receive),
     ('mbuffer receive', pipeline(recv(), compression=None), Receive),
     ('mbuffer rate', remote_script(receiver_stages(recv(), mbuffer=mbuffer_argv('512M', 60, '10M'))), Receive),
+    ('mbuffer 4G', remote_script(receiver_stages(recv(), mbuffer=mbuffer_argv('4G', 300))), Receive),
+    ('mbuffer 5%', remote_script(receiver_stages(recv(), mbuffer=mbuffer_argv('5%', 300))), Receive),
     ('name with space', remote_command(recv('zfsbackups/c1/my data')), Receive),
 ]
 
@@ -231,6 +233,8 @@ HOSTILE_RECEIVE = [
     ('mbuffer writes a file', pipeline(recv()).replace('-W 300;', '-W 300 -o /etc/passwd;')),
     ('mbuffer reads a file', pipeline(recv()).replace('-W 300;', '-W 300 -i /etc/shadow;')),
     ('mbuffer odd size', pipeline(recv()).replace('-m 1G', '-m 1G;id')),
+    ('mbuffer all the memory', pipeline(recv()).replace('-m 1G', '-m 95%')),
+    ('mbuffer huge', pipeline(recv()).replace('-m 1G', '-m 64G')),
     ('zstd writes a file', pipeline(recv()).replace('zstd -q -d -c;', 'zstd -q -d -c -o /etc/passwd;')),
     ('zstd compresses', pipeline(recv()).replace('zstd -q -d -c;', 'zstd -q -c;')),
     ('extra stage', pipeline(recv()).replace('{ zstd', '{ cat /etc/shadow; echo "@pyzfsautosnap-rc 0 $?" >&2; } | { zstd')),
