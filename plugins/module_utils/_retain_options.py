@@ -15,8 +15,10 @@ from ._options import Option, Schema, to_argv, validate
 from ._serve_options import NO_ROOTS, distinct_roots, valid_roots
 from ._validate import reject_shell_metachars, validate_int, validate_lock_timeout
 
-EMPTY_POLICY = 'an empty policy would prune nothing; give labels with keep counts, e.g. daily=31'
+EMPTY_POLICY = 'an empty policy would prune nothing; give labels with keep counts, e.g. daily=31, or leave it out'
 DEFAULT_MAX_DESTROY = 100
+DEFAULT_STALE_RESUME_HOURS = 24
+DEFAULT_STATE_DIR = '/var/lib/pyzfsautosnap'
 
 
 def _policy(value: dict[str, t.Any], what: str) -> dict[str, int]:
@@ -27,7 +29,7 @@ def _policy(value: dict[str, t.Any], what: str) -> dict[str, int]:
     return {label: checked[label] for label in naming.LABELS if label in checked}
 
 
-def _max_destroy(value: int, what: str) -> int:
+def _at_least_one(value: int, what: str) -> int:
     return validate_int(value, what, 1)
 
 
@@ -39,10 +41,15 @@ SCHEMA = Schema(
     options=(
         Option('roots', 'list', elements='str', flags=('--root',), metavar='DATASET', required=True, empty=NO_ROOTS,
                validator=valid_roots, help='target root of a client; repeat for several'),
-        Option('policy', 'dict', metavar='LABEL=KEEP', required=True, empty=EMPTY_POLICY, validator=_policy,
-               help='label and how many periods (and at least how many snapshots) to keep'),
-        Option('max_destroy', 'int', default=DEFAULT_MAX_DESTROY, validator=_max_destroy,
+        Option('policy', 'dict', metavar='LABEL=KEEP', empty=EMPTY_POLICY, validator=_policy,
+               help='label and how many periods (and at least how many snapshots) to keep; without it nothing is '
+                    'pruned, only arrivals stamped and stale resumable receives discarded'),
+        Option('max_destroy', 'int', default=DEFAULT_MAX_DESTROY, validator=_at_least_one,
                help='a run that would destroy more snapshots destroys none and fails; raise it to confirm'),
+        Option('stale_resume_hours', 'int', default=DEFAULT_STALE_RESUME_HOURS, validator=_at_least_one,
+               help='discard a resumable receive whose token has not changed for this long (zfs receive -A)'),
+        Option('state_dir', 'path', default=DEFAULT_STATE_DIR, validator=reject_shell_metachars,
+               help='where the first sighting of each resume token is kept'),
         Option('prefix', 'str', default=naming.DEFAULT_PREFIX, help='first part of the snapshot names'),
         Option('separator', 'str', default=naming.DEFAULT_SEPARATOR, flags=('--sep',),
                help='one character between prefix and label'),

@@ -24,6 +24,7 @@ unlisted-label snapshots are never destroyed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import typing as t
 
 from ._naming import DEFAULT_FREQUENT_MINUTES, parse_name
@@ -119,3 +120,37 @@ def plan_retain(items: t.Iterable[Received], policy: t.Mapping[str, int], now: i
         stamp.extend(plan.stamp)
         skipped.extend(plan.skipped)
     return RetainPlan(tuple(destroy), tuple(stamp), tuple(skipped))
+
+
+# ------------------------------------------------------------------ resumable receives that stopped
+@dataclasses.dataclass(frozen=True)
+class ResumeSeen:
+    """A receive's resume token (its hash) and when this server first saw it unchanged."""
+
+    token_hash: str
+    since: int
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode('utf-8')).hexdigest()[:16]
+
+
+def plan_stale_resume(tokens: t.Mapping[str, str], seen: t.Mapping[str, ResumeSeen], now: int,
+                      stale_after: int) -> tuple[list[str], dict[str, ResumeSeen]]:
+    """Datasets whose resumable state has not moved for *stale_after* seconds, and what to remember now.
+
+    *tokens*: dataset -> its ``receive_resume_token``. A push that resumes changes the token, so only a receive
+    nobody continued (its source snapshot gone, a client gone) keeps the same one that long.
+    """
+    abort: list[str] = []
+    remember: dict[str, ResumeSeen] = {}
+    for dataset, token in sorted(tokens.items()):
+        digest = token_hash(token)
+        before = seen.get(dataset)
+        if before is None or before.token_hash != digest or before.since > now + CLOCK_TOLERANCE:
+            remember[dataset] = ResumeSeen(digest, now)
+        elif now - before.since >= stale_after:
+            abort.append(dataset)
+        else:
+            remember[dataset] = before
+    return abort, remember

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
@@ -90,19 +91,30 @@ def test_only_managed_snapshots_of_the_policy_labels_are_touched():
 
 
 class Runner:
-    def __init__(self, listing: str, destroy_rc: int = 0):
+    """zfs on a backup server: a snapshot listing, a dataset listing (name, resume token), and what was run."""
+
+    def __init__(self, listing: str, destroy_rc: int = 0, tokens: dict | None = None):
         self.listing = listing
         self.destroy_rc = destroy_rc
+        self.tokens = tokens or {}
         self.calls = []
 
     def run(self, argv, *, check=True):
         argv = [str(a) for a in argv]
         self.calls.append(argv[1:])
-        if argv[1] == 'list':
+        if argv[1] == 'version':
+            return CommandResult(argv, 0, 'zfs-2.4.4-1\nzfs-kmod-2.4.4-1\n', '')
+        if argv[1] == 'list' and 'snapshot' in argv:
             return CommandResult(argv, 0, self.listing, '')
+        if argv[1] == 'list':
+            rows = ''.join(f'{name}\tfilesystem\t{token}\n' for name, token in self.tokens.items())
+            return CommandResult(argv, 0, rows or 'zfsbackups/c1\tfilesystem\t-\n', '')
         if argv[1] == 'destroy' and self.destroy_rc:
             return CommandResult(argv, 1, '', f"cannot destroy snapshot {argv[2].split(',')[0]}: dataset is busy\n")
         return CommandResult(argv, 0, '', '')
+
+    def changes(self):
+        return [c for c in self.calls if c[0] not in ('list', 'version')]
 
 
 def listing(*items: Received) -> str:
@@ -111,7 +123,9 @@ def listing(*items: Received) -> str:
 
 
 def values(**kw):
-    return normalise({'roots': ['zfsbackups/c1'], 'policy': {'daily': 1}, 'lock_dir': kw.pop('lock_dir'), **kw})
+    lock_dir = kw.pop('lock_dir')
+    return normalise({'roots': ['zfsbackups/c1'], 'policy': {'daily': 1}, 'lock_dir': lock_dir,
+                      'state_dir': os.path.join(lock_dir, 'state'), **kw})
 
 
 def test_a_run_stamps_then_destroys_per_dataset(tmp_path):
@@ -119,7 +133,7 @@ def test_a_run_stamps_then_destroys_per_dataset(tmp_path):
                             daily(4, 4, NOW)))
     result = run_retain(values(lock_dir=str(tmp_path)), Zfs(runner), clock=lambda: NOW)
     assert result['destroyed'] == [f'{DS}@zfs-auto-snap_daily-2026-11-01-0000', f'{DS}@zfs-auto-snap_daily-2026-11-02-0000']
-    assert runner.calls[1:] == [
+    assert runner.changes() == [
         ['set', f'{STAMP_PROPERTY}={NOW}', f'{DS}@zfs-auto-snap_daily-2026-11-03-0000'],
         ['destroy', f'{DS}@zfs-auto-snap_daily-2026-11-01-0000,zfs-auto-snap_daily-2026-11-02-0000']]
     assert result['changed'] is True and not result.get('failed')
@@ -130,7 +144,7 @@ def test_check_mode_reports_and_changes_nothing(tmp_path):
     result = run_retain(values(lock_dir=str(tmp_path)), Zfs(runner), check_mode=True, clock=lambda: NOW)
     assert result['destroyed'] == [f'{DS}@zfs-auto-snap_daily-2026-11-01-0000']
     assert result['stamped'] == [f'{DS}@zfs-auto-snap_daily-2026-11-02-0000']
-    assert [c[0] for c in runner.calls] == ['list']
+    assert runner.changes() == []
 
 
 def test_more_than_the_cap_destroys_nothing_and_fails(tmp_path):
@@ -139,7 +153,7 @@ def test_more_than_the_cap_destroys_nothing_and_fails(tmp_path):
     assert result['failed'] is True and result['destroyed'] == []
     assert 'would destroy 5 snapshots, more than max_destroy (4)' in result['msg']
     assert '--max-destroy 5' in result['msg']
-    assert not [c for c in runner.calls if c[0] == 'destroy']
+    assert not [c for c in runner.changes() if c[0] == 'destroy']
     confirmed = run_retain(values(lock_dir=str(tmp_path), max_destroy=5), Zfs(runner), clock=lambda: NOW)
     assert len(confirmed['destroyed']) == 5
 
@@ -163,13 +177,49 @@ def test_bad_input_is_refused_before_anything_runs(raw, message):
         normalise(raw)
 
 
+def test_without_a_policy_nothing_is_pruned_but_arrivals_are_stamped(tmp_path):
+    runner = Runner(listing(daily(1, 1, NOW - 900 * DAY), daily(2, 2, None)))
+    args = normalise({'roots': ['zfsbackups/c1'], 'lock_dir': str(tmp_path), 'state_dir': str(tmp_path)})
+    result = run_retain(args, Zfs(runner), clock=lambda: NOW)
+    assert result['destroyed'] == [] and result['stamped'] == [f'{DS}@zfs-auto-snap_daily-2026-11-02-0000']
+
+
 def test_the_command_line(tmp_path, monkeypatch, capsys):
     runner = Runner(listing(daily(1, 1, NOW - 90 * DAY), daily(4, 4, NOW)))
     monkeypatch.setattr(_cli, 'LocalRunner', lambda: runner)
     monkeypatch.setattr('time.time', lambda: NOW)
-    argv = ['retain', '--root', 'zfsbackups/c1', '--policy', 'daily=1', '--lock-dir', str(tmp_path), '--json']
+    argv = ['retain', '--root', 'zfsbackups/c1', '--policy', 'daily=1', '--lock-dir', str(tmp_path), '--state-dir',
+            str(tmp_path), '--json']
     assert _cli.main(argv, stderr=io.StringIO()) == 0
     assert json.loads(capsys.readouterr().out)['destroyed'] == [f'{DS}@zfs-auto-snap_daily-2026-11-01-0000']
     assert _cli.main(['retain', '--root', 'zfsbackups/c1', '--policy', 'daily=1', '--lock-dir', str(tmp_path),
-                      '--check']) == 0
+                      '--state-dir', str(tmp_path), '--check']) == 0
     assert 'would destroy' in capsys.readouterr().out
+
+
+def test_a_resumable_receive_nobody_continues_is_discarded_by_the_server(tmp_path):
+    token = '1-e604ea4bf-e0-789c63a2'
+    runner = Runner('', tokens={DS: token, 'zfsbackups/c1/other': '1-aaaa-bb-cc'})
+    args = values(lock_dir=str(tmp_path), stale_resume_hours=24)
+    first = run_retain(args, Zfs(runner), clock=lambda: NOW)
+    assert first['aborted_resume'] == [] and runner.changes() == []
+    # a day less a minute later nothing yet; the other one moved on (a push resumed it): its clock starts again
+    runner.tokens['zfsbackups/c1/other'] = '1-aaaa-bb-dd'
+    assert run_retain(args, Zfs(runner), clock=lambda: NOW + 24 * 3600 - 60)['aborted_resume'] == []
+    check = run_retain(args, Zfs(runner), check_mode=True, clock=lambda: NOW + 24 * 3600)
+    assert check['aborted_resume'] == [DS] and runner.changes() == []
+    done = run_retain(args, Zfs(runner), clock=lambda: NOW + 24 * 3600)
+    assert done['aborted_resume'] == [DS] and done['changed'] is True
+    assert runner.changes() == [['receive', '-A', DS]]
+    with open(os.path.join(str(tmp_path), 'state', 'resume-zfsbackups+c1.json'), encoding='utf-8') as fh:
+        assert list(json.load(fh)) == ['zfsbackups/c1/other']
+
+
+def test_an_unreadable_state_file_only_delays(tmp_path):
+    runner = Runner('', tokens={DS: '1-e604ea4bf-e0-789c63a2'})
+    args = values(lock_dir=str(tmp_path))
+    os.makedirs(args['state_dir'])
+    with open(os.path.join(args['state_dir'], 'resume-zfsbackups+c1.json'), 'w', encoding='utf-8') as fh:
+        fh.write('{not json')
+    assert run_retain(args, Zfs(runner), clock=lambda: NOW + 10 ** 6)['aborted_resume'] == []
+    assert runner.changes() == []
