@@ -122,8 +122,8 @@ def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:
         out.write(f'skip {item["name"]}: {item["reason"]}\n')
     if 'diff' in result:
         out.write('--- before\n' + result['diff']['before'] + '+++ after\n' + result['diff']['after'])
-    counts = [f'{len(result[key])} {word}' for key, word in (('created', 'created'), ('destroyed', 'destroyed'),
-                                                            ('stamped', 'stamped as arriving now')) if key in result]
+    words = (('created', 'created'), ('destroyed', 'destroyed'), ('stamped', 'stamped as arriving now'))
+    counts = [f'{len(result[key])} {word}' for key, word in words if key in result]
     out.write(', '.join([*counts, f'changed={str(result.get("changed", False)).lower()}']) + '\n')
 
 

@@ -146,4 +146,3 @@ def _stale_resume(values: t.Mapping[str, t.Any], zfs: Zfs, roots: t.Sequence[str
         if remember or os.path.exists(path):
             _save_seen(path, remember)
     return aborted
-

@@ -172,12 +172,12 @@ def receive_argv(target: str, *, filesystem: bool, rollback: bool, properties: t
     return tuple(argv)
 
 
-def inert_receive_argv(target: str, *, filesystem: bool, properties: t.Mapping[str, str] = {},
+def inert_receive_argv(target: str, *, filesystem: bool, properties: t.Mapping[str, str] | None = None,
                        exclude: t.Sequence[str] = (), zfs: str = 'zfs') -> tuple[str, ...]:
     """``zfs receive`` as a backup server runs it for a client: never -F, every inert property forced."""
     forced = {k: v for k, v in INERT_PROPERTIES.items() if filesystem or k not in _FILESYSTEM_ONLY}
     excluded = [k for k in SERVE_EXCLUDED_PROPERTIES if filesystem or k not in _FILESYSTEM_ONLY]
-    props = {k: v for k, v in properties.items() if k not in forced and k not in excluded}
+    props = {k: v for k, v in (properties or {}).items() if k not in forced and k not in excluded}
     props.update(forced)
     argv = [zfs, 'receive', '-s', '-u']
     for key, value in props.items():
@@ -432,8 +432,8 @@ class Zfs:
                 return None
             raise ZfsCommandError(res.argv, res.rc, res.stdout, res.stderr)
         try:
-            return [(name, kind, canmount, readonly, stamp)
-                    for name, kind, canmount, readonly, stamp in parse.rows(res.stdout, len(cols))]
+            rows = parse.rows(res.stdout, len(cols))
+            return t.cast('list[tuple[str, str, str, str, str]]', rows)
         except ValueError as exc:
             # a stream can carry a stamp value with a tab or newline in it: no guessing which row is which
             raise ZfsCommandError(res.argv, 0, '', f'unreadable listing: {exc}') from None

@@ -219,8 +219,8 @@ options:
       - Never destroys the common snapshot, held or cloned snapshots, the newest snapshot of a label, or snapshots
         whose names are not managed. The target never takes snapshots of its own.
       - For a pull, or a push to a target you trust the client with. A backup server whose keys run the forced command
-        C(pyzfsautosnap serve) (the C(pyzfsautosnap.zfs.target) role) refuses it, and the run warns: there the server
-        prunes on its own clock (C(pyzfsautosnap retain), the role's C(retention) per client; C(docs/security.md)).
+        C(pyzfsautosnap serve) (the C(pyzfsautosnap.zfs.target) role) refuses it, and the run warns. There the server
+        prunes on its own clock (C(pyzfsautosnap retain), the role's C(retention) per client; see C(docs/security.md)).
     type: dict
     default: {}
   lock_dir:

@@ -71,7 +71,7 @@ def fake_zfs(tmp_path):
 class Session:
     """One SSH session's forced command: stdin and stdout as files, stderr and the log captured."""
 
-    def __init__(self, tmp_path, runner, *, zfs_path='zfs', data=b'', mode='receive', roots=ROOTS):
+    def __init__(self, tmp_path, runner, *, zfs_path='zfs', data=b'', mode='receive', roots=tuple(ROOTS)):
         self.stdin_path = tmp_path / 'in.bin'
         self.stdout_path = tmp_path / 'out.bin'
         self.stdin_path.write_bytes(data)

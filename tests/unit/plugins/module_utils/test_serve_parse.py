@@ -83,7 +83,7 @@ def test_a_receive_records_what_the_client_asked_for():
     assert request == Receive(TARGET, True, (('org.example:a', '1'),), ('atime',), decompress='zstd',
                               mbuffer=mbuffer_argv('1G', 300))
     assert parts[-1] == list(recv(properties={'org.example:a': '1'}, exclude=('atime',)))
-    volume, _ = parse(remote_command(recv(filesystem=False)), ROOTS)
+    volume, _parts = parse(remote_command(recv(filesystem=False)), ROOTS)
     assert volume.filesystem is False
 
 
@@ -115,9 +115,9 @@ def test_what_the_engine_sends_to_a_source_is_accepted(command, expected):
 
 
 def test_a_send_keeps_its_arguments_for_the_choke_point():
-    request, _ = parse(remote_command(send_argv(['-i', 'tank/home#a', 'tank/home@b'], False)), SRC_ROOTS, 'send')
+    request, _parts = parse(remote_command(send_argv(['-i', 'tank/home#a', 'tank/home@b'], False)), SRC_ROOTS, 'send')
     assert request == Send(('-i', 'tank/home#a', 'tank/home@b'), False, False, snapshot='tank/home@b')
-    resume, _ = parse(remote_command(estimate_argv(['-t', TOKEN], False)), SRC_ROOTS, 'send')
+    resume, _parts = parse(remote_command(estimate_argv(['-t', TOKEN], False)), SRC_ROOTS, 'send')
     assert (resume.token, resume.estimate) == (TOKEN, True)
 
 
