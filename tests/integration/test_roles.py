@@ -108,7 +108,7 @@ def destroy_with_holds(bed, root: str) -> None:
     ''', check=False)
 
 
-def test_client_and_target_roles(bed, dataset, collection):
+def test_client_and_target_roles(bed, dataset, collection, zfs_features):
     name = dataset.split('/', 1)[1]
     target_root = f'zfsbackups/{name}'
     pull_name = f'{name}_pull'
@@ -130,12 +130,15 @@ def test_client_and_target_roles(bed, dataset, collection):
         'pyzfsautosnap_client_replicate_target_host': 'localhost',
         'pyzfsautosnap_client_replicate_target_root': target_root,
         'pyzfsautosnap_client_replicate_labels': ['daily'],
+        # the target role's user for the client named `name`
+        'pyzfsautosnap_client_replicate_ssh_user': ('zfsrecv-' + name.lower())[:32],
         'pyzfsautosnap_client_replicate_on_calendar': NEVER,
         'pyzfsautosnap_client_send_user': 'zfssend',
         'pyzfsautosnap_client_send_authorized_keys': [pull_key],
         'pyzfsautosnap_client_send_from': '127.0.0.1,::1',
     }
-    push_client = {'name': name, 'authorized_keys': ['{{ pyzfsautosnap_client_ssh_public_key }}']}
+    push_client = {'name': name, 'authorized_keys': ['{{ pyzfsautosnap_client_ssh_public_key }}'],
+                   'retention': {'daily': 3}, 'retention_on_calendar': NEVER}
     pull_client = {'name': pull_name, 'pull': {'host': 'localhost', 'datasets': [dataset], 'labels': ['daily'],
                                                'on_calendar': NEVER}}
     target_vars = {
@@ -159,7 +162,8 @@ def test_client_and_target_roles(bed, dataset, collection):
         assert second.changed == 0, second.output
 
         timers = ['pyzfsautosnap-autosnap@daily.timer', 'pyzfsautosnap-autosnap@weekly.timer',
-                  'pyzfsautosnap-replicate.timer', f'pyzfsautosnap-pull@{pull_name}.timer']
+                  'pyzfsautosnap-replicate.timer', f'pyzfsautosnap-pull@{pull_name}.timer',
+                  f'pyzfsautosnap-retain@{name}.timer']
         listed = bed.ssh(GUEST, ['systemctl', 'list-timers', '--all', '--no-legend', '--no-pager']).stdout
         for timer in timers:
             assert timer in listed, listed
@@ -179,19 +183,37 @@ def test_client_and_target_roles(bed, dataset, collection):
         after_pool = set(bed.ssh(GUEST, ['zfs', 'list', '-H', '-o', 'name', '-t', 'snapshot', '-d', '1', 'tank']).stdout.split())
         assert after_pool == before_pool
 
-        # push replication over SSH as the restricted receive user
-        authorized = bed.sh(GUEST, 'cat ~zfsrecv/.ssh/authorized_keys').stdout
-        assert re.search(r'^restrict ssh-ed25519 \S+ pyzfsautosnap@zfsguest$', authorized, re.M), authorized
-        assert 'user zfsrecv' in bed.ssh(GUEST, ['zfs', 'allow', target_root]).stdout
+        # push replication over SSH as the client's own receive user, through the forced command
+        recv_user = ('zfsrecv-' + name.lower())[:32]
+        authorized = bed.sh(GUEST, f'cat ~{recv_user}/.ssh/authorized_keys').stdout
+        forced = f'restrict,command="/usr/local/sbin/pyzfsautosnap serve --root={target_root}"'
+        assert re.search(rf'^{re.escape(forced)} ssh-ed25519 \S+ pyzfsautosnap@zfsguest$', authorized, re.M), authorized
+        allowed = bed.ssh(GUEST, ['zfs', 'allow', target_root]).stdout
+        grant = re.search(rf'user {re.escape(recv_user)} (\S+)', allowed)
+        assert grant, allowed
+        granted = set(grant.group(1).split(','))
+        assert 'destroy' not in granted and 'rollback' not in granted, allowed
+        assert granted & {'receive', 'receive:append'}, allowed
+        if 'receive:append' in zfs_features:
+            assert 'receive' not in granted, allowed
         run = bed.ssh(GUEST, ['systemctl', 'start', 'pyzfsautosnap-replicate.service'], check=False)
         assert run.returncode == 0, run.stderr + journal(bed, 'pyzfsautosnap-replicate.service')
         replica = f'{target_root}/{dataset}'
         assert guids(bed, replica) == guids(bed, dataset)
         assert bed.ssh(GUEST, ['zfs', 'get', '-H', '-o', 'value', 'readonly', f'{replica}/data']).stdout.strip() == 'on'
+        # the server's own retention: everything that arrived is stamped, nothing inside the window goes
+        stamps = bed.ssh(GUEST, ['zfs', 'get', '-H', '-p', '-r', '-t', 'snapshot', '-o', 'value', 'pyzfsautosnap:received',
+                                 replica]).stdout.split()
+        assert stamps and all(v.isdigit() for v in stamps), stamps
+        retain_unit = f'pyzfsautosnap-retain@{name}.service'
+        run = bed.ssh(GUEST, ['systemctl', 'start', retain_unit], check=False)
+        assert run.returncode == 0, run.stderr + journal(bed, retain_unit)
+        assert guids(bed, replica) == guids(bed, dataset)
 
         # pull as the unprivileged pull user, logged in as the client's send user
         authorized = bed.sh(GUEST, 'cat ~zfssend/.ssh/authorized_keys').stdout
-        assert f'restrict,from="127.0.0.1,::1" {pull_key}' in authorized, authorized
+        send_forced = f'restrict,command="/usr/local/sbin/pyzfsautosnap serve --root={dataset} --send",from="127.0.0.1,::1"'
+        assert f'{send_forced} {pull_key}' in authorized, authorized
         assert 'user zfssend' in bed.ssh(GUEST, ['zfs', 'allow', dataset]).stdout
         assert 'user zfspull' in bed.ssh(GUEST, ['zfs', 'allow', pull_root]).stdout
         pull_unit = f'pyzfsautosnap-pull@{pull_name}.service'
@@ -205,9 +227,11 @@ def test_client_and_target_roles(bed, dataset, collection):
         client_key = bed.ssh(GUEST, ['cat', '/etc/pyzfsautosnap/id_ed25519.pub']).stdout.strip()
         off = apply_roles(bed, collection, [
             (CLIENT_ROLE, {**client_vars, 'pyzfsautosnap_client_autosnap': False, 'pyzfsautosnap_client_replicate': False}),
-            (TARGET_ROLE, {**target_vars, 'pyzfsautosnap_target_clients': [{**push_client, 'authorized_keys': [client_key]}]})])
+            (TARGET_ROLE, {**target_vars, 'pyzfsautosnap_target_clients': [
+                {'name': name, 'authorized_keys': [client_key]}]})])
         assert off.rc == 0 and off.failed == 0, off.output
-        assert our_units(bed) == ['pyzfsautosnap-autosnap@.service', 'pyzfsautosnap-pull@.service']
+        assert our_units(bed) == ['pyzfsautosnap-autosnap@.service', 'pyzfsautosnap-pull@.service',
+                                  'pyzfsautosnap-retain@.service']
         left = bed.ssh(GUEST, ['ls', '/etc/pyzfsautosnap']).stdout.split()
         assert not [f for f in left if f.endswith('.json')], left
         listed = bed.ssh(GUEST, ['systemctl', 'list-timers', '--all', '--no-legend', '--no-pager']).stdout
