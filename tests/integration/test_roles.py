@@ -230,12 +230,15 @@ def test_client_and_target_roles(bed, dataset, collection, zfs_features):
             (TARGET_ROLE, {**target_vars, 'pyzfsautosnap_target_clients': [
                 {'name': name, 'authorized_keys': [client_key]}]})])
         assert off.rc == 0 and off.failed == 0, off.output
+        # a client that still pushes keeps the server's clean-up of its root (stamps, stale resumable receives)
         assert our_units(bed) == ['pyzfsautosnap-autosnap@.service', 'pyzfsautosnap-pull@.service',
-                                  'pyzfsautosnap-retain@.service']
+                                  'pyzfsautosnap-retain@.service', f'pyzfsautosnap-retain@{name}.timer']
         left = bed.ssh(GUEST, ['ls', '/etc/pyzfsautosnap']).stdout.split()
-        assert not [f for f in left if f.endswith('.json')], left
+        assert [f for f in left if f.endswith('.json')] == [f'retain-{name}.json'], left
+        assert '--policy' not in bed.ssh(GUEST, ['cat', f'/etc/pyzfsautosnap/retain-{name}.json']).stdout
         listed = bed.ssh(GUEST, ['systemctl', 'list-timers', '--all', '--no-legend', '--no-pager']).stdout
-        assert 'pyzfsautosnap' not in listed, listed
+        assert [line.split()[-2] for line in listed.splitlines() if 'pyzfsautosnap' in line] == \
+            [f'pyzfsautosnap-retain@{name}.timer'], listed
     finally:
         bed.sh(GUEST, '''
             for unit in /etc/systemd/system/pyzfsautosnap-*.timer; do
