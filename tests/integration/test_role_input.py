@@ -203,6 +203,6 @@ def test_bad_role_input_fails_in_validation_with_the_engines_message(collection:
         'weekly': ['autosnap', '--root=tank/a', '--label=weekly', '--keep=2', '--lock-timeout=900.0']}
     assert written['replicate'] == [
         'replicate', 'tank/a', '--target-root=zfsbackups/localhost', '--target-host=backup', '--recursive',
-        '--ssh-user=zfsrecv', f'--ssh-identity-file={tmp}/etc/id_ed25519', f'--ssh-known-hosts-file={tmp}/etc/known_hosts']
+        '--ssh-user=zfsrecv-localhost', f'--ssh-identity-file={tmp}/etc/id_ed25519', f'--ssh-known-hosts-file={tmp}/etc/known_hosts']
     # nothing was written: no engine, no argument file, no unit
     assert not os.path.exists(tmp) or not [files for _dir, _dirs, files in os.walk(tmp) if files], list(os.walk(tmp))
