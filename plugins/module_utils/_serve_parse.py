@@ -60,7 +60,7 @@ class Refused(Exception):
 # ------------------------------------------------------------------ requests
 @dataclasses.dataclass(frozen=True)
 class Version:
-    kind: t.ClassVar[str] = 'version'
+    """``zfs version``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,6 @@ class Probe:
     """``command -v TOOL``, answered without a shell."""
 
     tool: str
-    kind: t.ClassVar[str] = 'probe'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +76,11 @@ class Listing:
 
     args: tuple[str, ...]
     names: tuple[str, ...]
-    kind: t.ClassVar[str] = 'list'
 
 
 @dataclasses.dataclass(frozen=True)
 class Holds:
     names: tuple[str, ...]
-    kind: t.ClassVar[str] = 'holds'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,14 +90,12 @@ class HoldChange:
     verb: t.Literal['hold', 'release']
     tag: str
     names: tuple[str, ...]
-    kind: t.ClassVar[str] = 'hold'
 
 
 @dataclasses.dataclass(frozen=True)
 class CreateParent:
     name: str
     properties: tuple[tuple[str, str], ...]
-    kind: t.ClassVar[str] = 'create'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +108,6 @@ class Receive:
     exclude: tuple[str, ...]
     decompress: str | None = None
     mbuffer: tuple[str, ...] | None = None
-    kind: t.ClassVar[str] = 'receive'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +121,6 @@ class Send:
     token: str | None = None
     compress: str | None = None
     mbuffer: tuple[str, ...] | None = None
-    kind: t.ClassVar[str] = 'send'
 
 
 Request = t.Union[Version, Probe, Listing, Holds, HoldChange, CreateParent, Receive, Send]
