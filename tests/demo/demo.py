@@ -32,7 +32,8 @@ def main() -> int:
         playbook = os.path.join(HERE, 'playbook.yml')
         if os.path.exists(playbook):
             banner(f'ansible-playbook {os.path.relpath(playbook)}')
-            rc = subprocess.call(['ansible-playbook', '-i', bed.inventory, playbook], stdin=subprocess.DEVNULL)
+            rc = subprocess.call(['ansible-playbook', '-i', bed.inventory, playbook], stdin=subprocess.DEVNULL,
+                                 env=dict(os.environ, **bed.ansible_env()))
             if rc:
                 return rc
             banner('snapshots on the guest afterwards')

@@ -68,8 +68,8 @@ def run_play(bed, host: str, tasks: t.Sequence[dict[str, t.Any]], *, check: bool
             argv.append('--diff')
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
                    ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_PIPELINING='1', ANSIBLE_LOCALHOST_WARNING='0',
-                   ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_SSH_CONTROL_PATH_DIR=os.path.join(tmp, 'cp'),
-                   ANSIBLE_PYTHON_INTERPRETER='/usr/bin/python3')
+                   ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_PYTHON_INTERPRETER='/usr/bin/python3')
+        env.update(bed.ansible_env())
         env.update(extra_env or {})
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         output = proc.stdout + proc.stderr

@@ -71,7 +71,7 @@ def apply_roles(bed, collections: str, roles: t.Sequence[tuple[str, dict[str, t.
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
                    ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_PIPELINING='1', ANSIBLE_LOCALHOST_WARNING='0',
                    ANSIBLE_STDOUT_CALLBACK='ansible.builtin.default', ANSIBLE_DISPLAY_SKIPPED_HOSTS='1',
-                   ANSIBLE_SSH_CONTROL_PATH_DIR=os.path.join(tmp, 'cp'), ANSIBLE_PYTHON_INTERPRETER='/usr/bin/python3')
+                   ANSIBLE_PYTHON_INTERPRETER='/usr/bin/python3', **bed.ansible_env())
         proc = subprocess.run(['ansible-playbook', '-i', bed.inventory, path], capture_output=True, text=True, env=env,
                               timeout=1800, stdin=subprocess.DEVNULL, check=False)
     output = proc.stdout + proc.stderr
