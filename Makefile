@@ -4,6 +4,7 @@
 #   make demo          boot the OpenZFS guests and show the collection at work
 #   make test          lint + sanity + units + ansible-lint + integration on OpenZFS 2.4, 2.3 and 2.1
 #   make lint | sanity | units | ansible-lint | integration [ZFS_SERIES=2.4|2.3|2.1]
+#   make integration-matrix   every series, the guest shapes side by side (INTEGRATION_LANES=2)
 #   make vm-shell      a root shell in a fresh guest (stops when the shell exits)
 
 SHELL := /bin/bash
@@ -22,6 +23,8 @@ ZFS_SERIES ?= 2.4
 ZFS_SERIES_ALL ?= 2.4 2.3 2.1
 # auto: the full suite on the newest series, the smoke subset on the others (tests/integration/conftest.py)
 INTEGRATION_SUBSET ?= auto
+# integration jobs (a series' guest shape each) that `make test` runs at once
+INTEGRATION_LANES ?= 2
 PYTEST_ARGS ?=
 # the sizes the figures in README.md were measured with; the scripts default to the specified ones
 BENCH_AUTOSNAP_ARGS ?= --datasets 100 --snapshots 30 --prune 5 --repeat 3
@@ -30,7 +33,7 @@ export PATH := $(BIN):$(PATH)
 
 export ANSIBLE_COLLECTIONS_PATH := $(LINKROOT)
 
-.PHONY: all deps stage stage-link demo test lint sanity units ansible-lint integration integration-all vm-shell testbed bench clean
+.PHONY: all deps stage stage-link demo test lint sanity units ansible-lint integration integration-all integration-matrix vm-shell testbed bench clean
 
 all: test
 
@@ -48,7 +51,7 @@ demo: deps stage-link
 # Each phase timed; a per-phase table is printed at the end, also when a phase fails.
 test:
 	tests/utils/phases.sh '$(MAKE)' deps lint sanity units ansible-lint \
-	  $(foreach series,$(ZFS_SERIES_ALL),testbed-$(series) integration-$(series))
+	  $(foreach series,$(ZFS_SERIES_ALL),testbed-$(series)) integration-matrix
 
 lint: deps
 	$(BIN)/ruff check plugins tests bench
@@ -81,6 +84,12 @@ integration: deps stage-link
 
 integration-all: deps
 	for series in $(ZFS_SERIES_ALL); do $(MAKE) --no-print-directory integration ZFS_SERIES=$$series; done
+
+# Every series of ZFS_SERIES_ALL, each guest shape of each series as a job, INTEGRATION_LANES jobs at once.
+# The images are built first, one at a time: the jobs of a series would otherwise build its image twice at once.
+integration-matrix: deps stage-link $(foreach series,$(ZFS_SERIES_ALL),testbed-$(series))
+	INTEGRATION_SUBSET=$(INTEGRATION_SUBSET) $(BIN)/python tests/utils/integration_matrix.py \
+	  --lanes $(INTEGRATION_LANES) $(ZFS_SERIES_ALL) -- $(PYTEST_ARGS)
 
 integration-%: deps
 	$(MAKE) --no-print-directory integration ZFS_SERIES=$*

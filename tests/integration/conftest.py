@@ -6,8 +6,9 @@
 """Fixtures that boot real OpenZFS guests (see tests/testbed/vm.py) and run playbooks against them.
 
 Guests are session-wide and booted only when a selected test needs them: tests of the ``single``
-shape run first, and its guest stops after the last of them, before the ``pair`` guests boot, so
-the two shapes never compete for the host's cores.
+shape run first, and its guest stops after the last of them, before the ``pair`` guests boot.
+``--shape single|pair`` selects one shape (tests that need no guest go with ``single``), which is how
+``tests/utils/integration_matrix.py`` runs the shapes and series of ``make test`` side by side.
 
 Which tests run on which series (``INTEGRATION_SUBSET``):
 - ``full``: every test;
@@ -58,6 +59,12 @@ def subset() -> str:
     return chosen
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption('--shape', choices=('all', *SHAPE_FIXTURES.values()), default='all',
+                     help='only the tests of one guest shape (those that need no guest go with single); '
+                          'tests/utils/integration_matrix.py runs the shapes side by side')
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line('markers', 'smoke: part of the subset run on every OpenZFS series (each module, role and shape once)')
     config.addinivalue_line('markers', 'requires_zfs(feature): skip unless the guest OpenZFS has the feature '
@@ -77,11 +84,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         marker = item.get_closest_marker('requires_zfs')
         if marker and (len(marker.args) != 1 or marker.args[0] not in FEATURE_PROBES):
             raise pytest.UsageError(f'{item.nodeid}: requires_zfs takes one of {", ".join(FEATURE_PROBES)}, not {marker.args}')
-    if subset() == 'smoke':
-        deselected = [item for item in items if item.get_closest_marker('smoke') is None]
-        if deselected:
-            config.hook.pytest_deselected(items=deselected)
-            items[:] = [item for item in items if item.get_closest_marker('smoke') is not None]
+    wanted_shape = config.getoption('--shape')
+
+    def selected(item: pytest.Item) -> bool:
+        if subset() == 'smoke' and item.get_closest_marker('smoke') is None:
+            return False
+        return wanted_shape == 'all' or wanted_shape in (_shapes(item) or {'single'})
+
+    deselected = [item for item in items if not selected(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if selected(item)]
     # single-guest tests first (the test bed's own test leading), then the pair: one shape at a time
     order = {id(item): index for index, item in enumerate(items)}
     items.sort(key=lambda item: ('pair' in _shapes(item), item.module.__name__ != 'test_testbed', order[id(item)]))

@@ -106,6 +106,9 @@ def reap_stale() -> None:
         owner = _read_pid(os.path.join(rundir, 'owner.pid'))
         if owner and _alive(owner):
             continue
+        with contextlib.suppress(OSError):
+            if not owner and time.time() - os.stat(rundir).st_mtime < 60:
+                continue  # another run that is writing its owner.pid right now
         for name in os.listdir(rundir):
             if name.endswith('.qemu.pid'):
                 pid = _read_pid(os.path.join(rundir, name))
@@ -166,6 +169,10 @@ class GuestPanicked(RuntimeError):
         self.line = line
 
 
+class PortTaken(RuntimeError):
+    """Another process bound a port between our choosing it and qemu binding it (runs side by side)."""
+
+
 class Testbed:
     """A set of running guests; use as a context manager so they always stop."""
 
@@ -221,6 +228,14 @@ class Testbed:
                     raise
                 log(f'{exc.guest} panicked while booting, booting the guests again: {exc.line}')
                 self._kill_guests()
+            except PortTaken as exc:
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                log(f'{exc}, booting the guests again on other ports')
+                self._kill_guests()
+                for guest in self.guests.values():
+                    guest.port = _free_port()
+                self._write_known_hosts()
         for guest in self.guests.values():
             self._open_master(guest)
             self._install_zipcache(guest)
@@ -237,7 +252,12 @@ class Testbed:
                 link = f'socket,id=link,listen=127.0.0.1:{link_port}' if index == 0 else f'socket,id=link,connect=127.0.0.1:{link_port}'
             self._boot(guest, link)
             if link and index == 0:
-                _wait_listening(link_port, guest)
+                try:
+                    _wait_listening(link_port, guest)
+                except RuntimeError as exc:
+                    if 'Address already in use' in self._tail(guest):
+                        raise PortTaken(f'{guest.name}: the link port {link_port} was taken') from exc
+                    raise
         for guest in self.guests.values():
             self._wait_ssh(guest)
         log(f'{len(self.guests)} guest(s) answer SSH after {time.monotonic() - started:.1f}s ({self.accel})')
@@ -304,7 +324,10 @@ class Testbed:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _alive(guest.pid) or not _is_qemu(guest.pid):
-                raise RuntimeError(f'qemu for {guest.name} exited: {self._tail(guest)}')
+                tail = self._tail(guest)
+                if 'host forwarding rule' in tail or 'Address already in use' in tail:
+                    raise PortTaken(f'{guest.name}: a port was taken: {tail[-300:]}')
+                raise RuntimeError(f'qemu for {guest.name} exited: {tail}')
             panic = self._panic(guest)
             if panic:
                 raise GuestPanicked(guest.name, panic, self._tail(guest))
