@@ -77,7 +77,7 @@ def finished(bed, timeout: float) -> tuple[int, dict, str]:
     raise AssertionError(f'the engine did not end within {timeout:g} s')
 
 
-def wait_for_progress(bed, minimum: int = 8 << 20, timeout: float = 300) -> None:
+def wait_for_progress(bed, minimum: int = 4 << 20, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     done = 0
     while time.monotonic() < deadline:
@@ -119,10 +119,10 @@ def resume_and_match(bed, dataset: str) -> None:
 
 @pytest.mark.smoke
 def test_sigterm_stops_everything_and_reports(bed, dataset, engine):
-    seed(bed, dataset, days=(1,), megabytes=64)
+    seed(bed, dataset, days=(1,), megabytes=24)
     assert not leftovers(bed), 'processes of an earlier run are still there'
-    # 64 MiB at 2 MiB/s: slow enough to be caught half way
-    pid = start_cli(bed, cli_argv(dataset, '--rate-limit', '2M', '--timeout', '600'))
+    # 24 MiB at 1 MiB/s: slow enough to be caught part way
+    pid = start_cli(bed, cli_argv(dataset, '--rate-limit', '1M', '--timeout', '600'))
     wait_for_progress(bed)
     bed.ssh(GUEST, ['kill', '-TERM', str(pid)])
     rc, result, err = finished(bed, 30)
@@ -138,9 +138,9 @@ def test_sigterm_stops_everything_and_reports(bed, dataset, engine):
 
 
 def test_sigkill_leaves_no_ssh_and_the_next_run_resumes(bed, dataset, engine):
-    seed(bed, dataset, days=(1,), megabytes=64)
+    seed(bed, dataset, days=(1,), megabytes=24)
     assert not leftovers(bed), 'processes of an earlier run are still there'
-    pid = start_cli(bed, cli_argv(dataset, '--rate-limit', '2M', '--timeout', '600'))
+    pid = start_cli(bed, cli_argv(dataset, '--rate-limit', '1M', '--timeout', '600'))
     wait_for_progress(bed)
     bed.ssh(GUEST, ['kill', '-KILL', str(pid)])
     rc, _result, _err = finished(bed, 30)

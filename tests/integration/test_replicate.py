@@ -155,22 +155,22 @@ def receive_progress(bed) -> tuple[int, int]:
 
 @pytest.mark.smoke
 def test_cut_stream_resumes_and_matches(bed, dataset):
-    seed(bed, dataset, days=(1,), megabytes=64)
+    seed(bed, dataset, days=(1,), megabytes=24)
     troot = target_root(dataset)
     replica = f'{troot}/{dataset}/data'
     params = {'datasets': [f'{dataset}/data'], 'target_root': troot, 'target_host': 'localhost'}
     outcome: dict = {}
-    # slow enough (64 MiB at 2 MiB/s) that the receiving side can be killed half-way through
-    runner = threading.Thread(target=lambda: outcome.update(replicate(bed, rate_limit='2M', timeout=600, **params)))
+    # slow enough (24 MiB at 1 MiB/s) that the receiving side can be killed part way through
+    runner = threading.Thread(target=lambda: outcome.update(replicate(bed, rate_limit='1M', timeout=600, **params)))
     runner.start()
     deadline = time.monotonic() + 300
     pid, done = 0, 0
     while time.monotonic() < deadline and runner.is_alive():
         pid, done = receive_progress(bed)
-        if done > 8 << 20:
+        if done > 4 << 20:
             break
         time.sleep(1)
-    assert done > 8 << 20, f'the receive never made progress (pid {pid}, {done} bytes)'
+    assert done > 4 << 20, f'the receive never made progress (pid {pid}, {done} bytes)'
     bed.ssh(GUEST, ['kill', '-9', str(pid)])
     runner.join(600)
     assert not runner.is_alive(), 'the run outlived its killed receiver'

@@ -78,7 +78,9 @@ def endpoint(pair):
     # the client's root key, which the attacker holds
     key = pair.ssh(CLIENT, ['cat', '/root/.ssh/id_ed25519.pub']).stdout.strip()
     pair.sh(TARGET, f'key={shlex.quote(key)}\n{users}')
+    open_client_connections(pair)
     yield receive
+    close_client_connections(pair)
     pair.sh(TARGET, ' '.join(f'zfs destroy -R -f {root(c)};' for c in CLIENTS), check=False)
 
 
@@ -105,9 +107,25 @@ def push(pair, dataset: str, client: str = 'a', *extra: str, check: bool = True)
     return res
 
 
+# the attacker's commands share one connection per key (each still runs the forced command in a session of its own)
+MUX = ['-o', 'ControlPath=/run/serve-test-%r']
+
+
 def as_client(pair, command: str, client: str = 'a'):
     """*command* sent from the client over its key to the target, as an attacker holding it would."""
-    return pair.ssh(CLIENT, ['ssh', '-T', '-o', 'BatchMode=yes', '-l', CLIENTS[client], TARGET, command], check=False)
+    return pair.ssh(CLIENT, ['ssh', '-T', '-o', 'BatchMode=yes', *MUX, '-l', CLIENTS[client], TARGET, command], check=False)
+
+
+def open_client_connections(pair) -> None:
+    for user in CLIENTS.values():
+        master = ['ssh', '-f', '-N', '-o', 'BatchMode=yes', *MUX, '-o', 'ControlMaster=yes', '-o', 'ControlPersist=yes',
+                  '-l', user, TARGET]
+        pair.ssh(CLIENT, ['sh', '-c', f'{shlex.join(master)} </dev/null >/dev/null 2>&1'])
+
+
+def close_client_connections(pair) -> None:
+    for user in CLIENTS.values():
+        pair.ssh(CLIENT, ['ssh', *MUX, '-O', 'exit', '-l', user, TARGET], check=False)
 
 
 def everything(pair) -> dict[str, int]:
@@ -153,9 +171,9 @@ def received_bytes(pair) -> int:
 
 
 def test_an_interrupted_push_resumes_through_the_forced_command(pair, dataset, endpoint):
-    seed(pair, dataset, days=(1,), megabytes=48)
+    seed(pair, dataset, days=(1,), megabytes=24)
     replica = f'{root("a")}/{dataset}/data'
-    # a slow first full stream (48 MiB at 1 MiB/s), stopped by SIGTERM once the target has part of it
+    # a slow first full stream (24 MiB at 1 MiB/s), stopped by SIGTERM once the target has part of it
     argv = [BIN, 'replicate', f'{dataset}/data', '--target-host', TARGET, '--ssh-user', CLIENTS['a'],
             '--target-root', root('a'), '--rate-limit', '1M']
     pair.sh(CLIENT, f'setsid sh -c {shlex.quote(shlex.join(argv) + " >/dev/null 2>&1 & echo $! > /run/serve-push.pid")} '
@@ -255,8 +273,8 @@ def test_a_stolen_client_key_can_add_snapshots_and_nothing_else(pair, dataset, e
 
 def as_client_stream(pair, send: str, command: str):
     """``send`` on the client piped into *command* over client a's key."""
-    return pair.sh(CLIENT, f'{send} | ssh -T -o BatchMode=yes -l {CLIENTS["a"]} {TARGET} {shlex.quote(command)}',
-                   check=False)
+    return pair.sh(CLIENT, f'{send} | ssh -T -o BatchMode=yes {shlex.join(MUX)} -l {CLIENTS["a"]} {TARGET} '
+                           f'{shlex.quote(command)}', check=False)
 
 
 def test_pull_through_the_forced_command_in_sending_mode(pair, dataset, endpoint):
