@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if '--' in args:
         pytest_args = args[args.index('--') + 1:]
         args = args[:args.index('--')]
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--lanes', type=int, default=2, help='jobs that run at once (default 2)')
     parser.add_argument('series', nargs='+', help='OpenZFS series, e.g. 2.4 2.3 2.1')
     opts = parser.parse_args(args)
