@@ -117,7 +117,6 @@ def resume_and_match(bed, dataset: str) -> None:
     assert checksums(bed, f'{dataset}/data') == checksums(bed, replica)
 
 
-@pytest.mark.smoke
 def test_sigterm_stops_everything_and_reports(bed, dataset, engine):
     seed(bed, dataset, days=(1,), megabytes=24)
     assert not leftovers(bed), 'processes of an earlier run are still there'

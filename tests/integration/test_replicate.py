@@ -105,8 +105,9 @@ def test_local_full_then_incremental_then_noop(bed, dataset):
     assert [d['action'] for d in again['datasets']] == ['none', 'none']
 
 
+# the transports send the same commands whatever the series: the smoke subset takes one of them
 @pytest.mark.parametrize('transport,compression', [pytest.param('openssh', 'zstd', marks=pytest.mark.smoke),
-                                                   pytest.param('paramiko', 'lz4', marks=pytest.mark.smoke)])
+                                                   ('paramiko', 'lz4')])
 def test_push_over_ssh(bed, dataset, transport, compression):
     seed(bed, dataset)
     troot = target_root(dataset)
