@@ -146,6 +146,8 @@ class _Sides:
         except ZfsCommandError as exc:
             if not _missing(exc):
                 raise
+            if len(names) == 1:
+                return []  # the one name that was asked for is missing: asking again would say the same
         found: list[Dataset] = []
         for name in names:
             try:

@@ -352,6 +352,10 @@ def test_first_run_full_then_nothing(monkeypatch: pytest.MonkeyPatch, lock_dir: 
     assert src.datasets['tank/data'].snaps[snapname('daily', 2)].holds == {TAG}
     assert dst.datasets[T].snaps[snapname('daily', 2)].holds == {TAG}
     assert sorted(ds['held']) == sorted([f'tank/data@{snapname("daily", 2)}', f'{T}@{snapname("daily", 2)}'])
+    # a target that is not there yet is asked for once, not again by name
+    side = src if mode == 'local' else dst
+    assert sum(1 for c in side.calls if c[:2] == ['zfs', 'list'] and 'receive_resume_token' in ' '.join(c)
+               and c[-1] == T) == 1, side.calls
 
     src.calls.clear()
     dst.calls.clear()
