@@ -10,6 +10,13 @@ Shapes:
 - ``pair``: guests ``client`` (pool ``tank``) and ``target`` (pool ``zfsbackups``) joined by a
   QEMU socket network whose host side binds 127.0.0.1 only (guest addresses 169.254.77.1/.2).
 
+A shape's guests boot once per image: booted, they are saved (a qcow2 overlay of the root image and
+the memory state, under the image's ``saved/``), and every run resumes them from there in seconds
+instead of booting for a minute of emulated CPU. Their clocks are set on resuming, and the pools are
+created fresh on empty disks every run. The saved state is keyed by how guests are started and saved
+(``Testbed._boot``, ``Testbed._save``), the guest helpers, qemu's version and the shape's settings, so a
+change to any of them boots and saves again.
+
 Every qemu process is started with a parent-death signal and its pid recorded, so a crash, SIGINT or
 SIGTERM of the test run never leaves one behind; stale runs are reaped on the next start.
 """
@@ -21,6 +28,10 @@ import base64
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
+import functools
+import hashlib
+import inspect
 import json
 import os
 import shlex
@@ -32,6 +43,8 @@ import sys
 import tempfile
 import time
 import typing as t
+
+import hmp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN_PREFIX = 'pyzfsautosnap-testbed-'
@@ -64,6 +77,24 @@ def build(zfs_series: str) -> str:
     env = dict(os.environ, ZFS_SERIES=zfs_series)
     out = subprocess.run([os.path.join(HERE, 'build.sh')], env=env, check=True, stdout=subprocess.PIPE, text=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+@functools.cache
+def _qemu_version() -> str:
+    return subprocess.run(['qemu-system-x86_64', '--version'], capture_output=True, text=True, check=True).stdout.split('\n')[0]
+
+
+def _prune_saved(base: str, shape: str, keep: str, age: float = 86400.0) -> None:
+    """Remove this shape's states saved by other versions of the bed, once a day has passed since their saving."""
+    for entry in os.listdir(base):
+        path = os.path.join(base, entry)
+        if not entry.startswith(f'{shape}-') or path == keep or entry.endswith('.lock'):
+            continue
+        with contextlib.suppress(OSError):
+            if time.time() - os.stat(os.path.join(path, 'complete')).st_mtime > age:
+                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path + '.lock')
 
 
 def _free_port() -> int:
@@ -208,59 +239,169 @@ class Testbed:
         self.rundir = tempfile.mkdtemp(prefix=RUN_PREFIX)
         with open(os.path.join(self.rundir, 'owner.pid'), 'w') as fh:
             fh.write(str(os.getpid()))
-        self.key = os.path.join(self.rundir, 'id_ed25519')
-        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'testbed-run', '-f', self.key], check=True)
         self.accel = 'kvm' if kvm_works(self.image) else 'tcg'
         if self.shape == 'single':
             self.guests['zfsguest'] = Guest('zfsguest', _free_port(), {'tank': '/dev/vdb', 'zfsbackups': '/dev/vdc'}, self.rundir)
         else:
             self.guests['client'] = Guest('client', _free_port(), {'tank': '/dev/vdb'}, self.rundir, link_addr=LINK_ADDRS['client'])
             self.guests['target'] = Guest('target', _free_port(), {'zfsbackups': '/dev/vdb'}, self.rundir, link_addr=LINK_ADDRS['target'])
+        saved = self._saved_state()
+        self.key = os.path.join(self.rundir, 'id_ed25519')
+        for suffix in ('', '.pub'):
+            shutil.copyfile(os.path.join(saved, 'id_ed25519' + suffix), self.key + suffix)
+        os.chmod(self.key, 0o600)
         self._write_known_hosts()
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             try:
-                self._boot_all()
+                self._resume_all(saved)
                 break
-            except GuestPanicked as exc:
-                # a rare kernel panic at boot under TCG (live code patching across vCPUs);
-                # the guests are fresh, so booting them again loses nothing
-                if attempt == BOOT_ATTEMPTS:
-                    raise
-                log(f'{exc.guest} panicked while booting, booting the guests again: {exc.line}')
-                self._kill_guests()
             except PortTaken as exc:
                 if attempt == BOOT_ATTEMPTS:
                     raise
-                log(f'{exc}, booting the guests again on other ports')
+                log(f'{exc}, resuming the guests again on other ports')
                 self._kill_guests()
                 for guest in self.guests.values():
                     guest.port = _free_port()
                 self._write_known_hosts()
         for guest in self.guests.values():
             self._open_master(guest)
-            self._install_zipcache(guest)
+            # a saved guest wakes up with the clock of its saving: names and ages are of today
+            script = f'date -u -s @{time.time():.3f} >/dev/null'
             for pool, dev in guest.pools.items():
-                self.ssh(guest.name, ['zpool', 'create', '-f', '-o', 'ashift=12', '-O', 'compression=lz4', '-O', 'atime=off', pool, dev])
+                script += f'; zpool create -f -o ashift=12 -O compression=lz4 -O atime=off {pool} {dev}'
+            self.sh(guest.name, script)
         self.write_inventory()
 
-    def _boot_all(self) -> None:
+    # ------------------------------------------------- saved guests, resumed
+    def _saved_key(self) -> str:
+        """What a saved state depends on: how guests are started and saved, the guest helpers, qemu itself."""
+        digest = hashlib.sha256()
+        for method in (Testbed._boot, Testbed._save):
+            digest.update(inspect.getsource(method).encode())
+        with open(os.path.join(HERE, 'guest', 'testbed_zipcache.py'), 'rb') as fh:
+            digest.update(fh.read())
+        digest.update(json.dumps([_qemu_version(), self.accel, self.memory_mb, DISK_SIZE,
+                                  [(g.name, sorted(g.pools.items()), g.link_addr) for g in self.guests.values()]]).encode())
+        return digest.hexdigest()[:16]
+
+    def _saved_state(self) -> str:
+        """The directory of this shape's saved guests (root overlays, memory states, the root key), saved first if need be."""
+        base = os.path.join(self.image, 'saved')
+        os.makedirs(base, exist_ok=True)
+        saved = os.path.join(base, f'{self.shape}-{self._saved_key()}')
+        if os.path.exists(os.path.join(saved, 'complete')):
+            return saved
+        # side-by-side runs of one shape wait for the first to save it
+        with open(saved + '.lock', 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(os.path.join(saved, 'complete')):
+                return saved
+            shutil.rmtree(saved, ignore_errors=True)
+            work = tempfile.mkdtemp(prefix=f'.{self.shape}-', dir=base)
+            started = time.monotonic()
+            try:
+                self._save(work)
+                os.rename(work, saved)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+        log(f'saved {len(self.guests)} booted guest(s) in {time.monotonic() - started:.1f}s: {saved}')
+        _prune_saved(base, self.shape, keep=saved)
+        return saved
+
+    def _save(self, work: str) -> None:
+        self.key = os.path.join(work, 'id_ed25519')
+        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'testbed-run', '-f', self.key], check=True)
+        self._write_known_hosts()
+        for guest in self.guests.values():
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', os.path.join(self.image, 'rootfs.ext4'),
+                            os.path.join(work, f'{guest.name}.qcow2')], check=True)
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            try:
+                self._boot_all(work)
+                break
+            except GuestPanicked as exc:
+                # a rare kernel panic at boot under TCG (live code patching across vCPUs);
+                # nothing was written that counts, so booting them again loses nothing
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                log(f'{exc.guest} panicked while booting, booting the guests again: {exc.line}')
+            except PortTaken as exc:
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                log(f'{exc}, booting the guests again on other ports')
+            self._kill_guests()
+            for guest in self.guests.values():
+                guest.port = _free_port()
+                subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b',
+                                os.path.join(self.image, 'rootfs.ext4'), os.path.join(work, f'{guest.name}.qcow2')], check=True)
+            self._write_known_hosts()
+        for guest in self.guests.values():
+            self._install_zipcache(guest)
+            # timers that are due by a later clock would all fire on resuming; the guests live for one run
+            self.sh(guest.name, "systemctl stop '*.timer'; sync")
+        for guest in self.guests.values():
+            hmp.command(self._monitor(guest), 'stop')
+        for guest in self.guests.values():
+            state = shlex.quote(os.path.join(work, f'{guest.name}.state.zst'))
+            hmp.command(self._monitor(guest), f'migrate -d "exec:zstd -q -3 -o {state}"')
+        for guest in self.guests.values():
+            hmp.wait_migration(self._monitor(guest), timeout=600)
+        self._kill_guests()
+        with open(os.path.join(work, 'complete'), 'w') as fh:
+            fh.write(f'{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}\n')
+
+    def _resume_all(self, saved: str) -> None:
+        started = time.monotonic()
+        link_port = _free_port()
+        for index, guest in enumerate(self.guests.values()):
+            root = os.path.join(self.rundir, f'{guest.name}.qcow2')
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(root)
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b',
+                            os.path.join(saved, f'{guest.name}.qcow2'), root], check=True)
+            link = None
+            if guest.link_addr:
+                link = f'socket,id=link,listen=127.0.0.1:{link_port}' if index == 0 else f'socket,id=link,connect=127.0.0.1:{link_port}'
+            state = shlex.quote(os.path.join(saved, f'{guest.name}.state.zst'))
+            self._boot(guest, link, root, ['-incoming', f'exec:zstd -dcq {state}'])
+            if link and index == 0:
+                self._wait_link(guest, link_port)
+        for guest in self.guests.values():
+            try:
+                hmp.wait_migration(self._monitor(guest), timeout=180)
+                hmp.command(self._monitor(guest), 'cont')
+            except hmp.MonitorError as exc:
+                tail = self._tail(guest)
+                if 'host forwarding rule' in tail or 'Address already in use' in tail:
+                    raise PortTaken(f'{guest.name}: a port was taken: {tail[-300:]}') from exc
+                raise RuntimeError(f'{guest.name} could not be resumed from {saved} ({exc}); '
+                                   f'delete that directory to boot and save the guests again: {tail}') from exc
+        for guest in self.guests.values():
+            self._wait_ssh(guest, timeout=120)
+        log(f'{len(self.guests)} guest(s) resumed and answer SSH after {time.monotonic() - started:.1f}s ({self.accel})')
+
+    def _boot_all(self, work: str) -> None:
         link_port = _free_port()
         started = time.monotonic()
         for index, guest in enumerate(self.guests.values()):
             link = None
             if guest.link_addr:
                 link = f'socket,id=link,listen=127.0.0.1:{link_port}' if index == 0 else f'socket,id=link,connect=127.0.0.1:{link_port}'
-            self._boot(guest, link)
+            self._boot(guest, link, os.path.join(work, f'{guest.name}.qcow2'))
             if link and index == 0:
-                try:
-                    _wait_listening(link_port, guest)
-                except RuntimeError as exc:
-                    if 'Address already in use' in self._tail(guest):
-                        raise PortTaken(f'{guest.name}: the link port {link_port} was taken') from exc
-                    raise
+                self._wait_link(guest, link_port)
         for guest in self.guests.values():
             self._wait_ssh(guest)
-        log(f'{len(self.guests)} guest(s) answer SSH after {time.monotonic() - started:.1f}s ({self.accel})')
+        log(f'{len(self.guests)} guest(s) booted and answer SSH after {time.monotonic() - started:.1f}s ({self.accel})')
+
+    def _wait_link(self, guest: Guest, port: int) -> None:
+        try:
+            _wait_listening(port, guest)
+        except RuntimeError as exc:
+            if 'Address already in use' in self._tail(guest):
+                raise PortTaken(f'{guest.name}: the link port {port} was taken') from exc
+            raise
 
     def _kill_guests(self) -> None:
         for guest in self.guests.values():
@@ -291,7 +432,10 @@ class Testbed:
             for guest in self.guests.values():
                 fh.write(f'[127.0.0.1]:{guest.port} {hostkey}\n')
 
-    def _boot(self, guest: Guest, link: str | None) -> None:
+    def _monitor(self, guest: Guest) -> str:
+        return os.path.join(self.rundir, f'{guest.name}.monitor')
+
+    def _boot(self, guest: Guest, link: str | None, root: str, extra: t.Sequence[str] = ()) -> None:
         with open(self.key + '.pub', 'rb') as fh:
             authkey = base64.b64encode(fh.read().strip()).decode()
         cmdline = (f'root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off systemd.hostname={guest.name} '
@@ -303,7 +447,8 @@ class Testbed:
                 '-nodefaults', '-no-user-config', '-display', 'none', '-serial', f'file:{guest.console}',
                 '-kernel', os.path.join(self.image, 'vmlinuz'), '-initrd', os.path.join(self.image, 'initrd.img'),
                 '-append', cmdline,
-                '-drive', f'file={os.path.join(self.image, "rootfs.ext4")},if=virtio,format=raw,snapshot=on',
+                '-drive', f'file={root},if=virtio,format=qcow2',
+                '-monitor', f'unix:{self._monitor(guest)},server=on,wait=off',
                 '-netdev', f'user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{guest.port}-:22',
                 '-device', 'virtio-net-pci,netdev=n0', '-device', 'virtio-rng-pci']
         for pool in guest.pools:
@@ -314,6 +459,7 @@ class Testbed:
         if link:
             mac = f"52:54:00:77:00:0{1 if guest.name == 'client' else 2}"
             argv += ['-netdev', link, '-device', f'virtio-net-pci,netdev=link,mac={mac}']
+        argv += extra
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(self.rundir, f'{guest.name}.qemu.err'), 'wb'),
                                 preexec_fn=_set_pdeathsig)  # noqa: PLW1509 - guests boot before tests start threads
