@@ -97,6 +97,14 @@ def _prune_saved(base: str, shape: str, keep: str, age: float = 86400.0) -> None
                     os.unlink(path + '.lock')
 
 
+def _overlay(path: str, backing: str, backing_format: str) -> str:
+    """A new qcow2 file at *path* that writes its changes and reads the rest from *backing* (never written)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', backing_format, '-b', backing, path], check=True)
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -251,18 +259,7 @@ class Testbed:
             shutil.copyfile(os.path.join(saved, 'id_ed25519' + suffix), self.key + suffix)
         os.chmod(self.key, 0o600)
         self._write_known_hosts()
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
-            try:
-                self._resume_all(saved)
-                break
-            except PortTaken as exc:
-                if attempt == BOOT_ATTEMPTS:
-                    raise
-                log(f'{exc}, resuming the guests again on other ports')
-                self._kill_guests()
-                for guest in self.guests.values():
-                    guest.port = _free_port()
-                self._write_known_hosts()
+        self._start_guests(lambda: self._resume_all(saved))
         for guest in self.guests.values():
             self._open_master(guest)
             # a saved guest wakes up with the clock of its saving: names and ages are of today
@@ -271,6 +268,23 @@ class Testbed:
                 script += f'; zpool create -f -o ashift=12 -O compression=lz4 -O atime=off {pool} {dev}'
             self.sh(guest.name, script)
         self.write_inventory()
+
+    def _start_guests(self, start: t.Callable[[], None]) -> None:
+        """*start* the guests (boot or resume); on a taken port or a kernel panic at boot, again on other ports."""
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            try:
+                start()
+                return
+            except (GuestPanicked, PortTaken) as exc:
+                # a rare kernel panic at boot under TCG (live code patching across vCPUs), or a port another
+                # run bound first: the guests are fresh, so starting them again loses nothing
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                log(f'{exc}; starting the guests again on other ports')
+            self._kill_guests()
+            for guest in self.guests.values():
+                guest.port = _free_port()
+            self._write_known_hosts()
 
     # ------------------------------------------------- saved guests, resumed
     def _saved_key(self) -> str:
@@ -313,29 +327,7 @@ class Testbed:
         self.key = os.path.join(work, 'id_ed25519')
         subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'testbed-run', '-f', self.key], check=True)
         self._write_known_hosts()
-        for guest in self.guests.values():
-            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', os.path.join(self.image, 'rootfs.ext4'),
-                            os.path.join(work, f'{guest.name}.qcow2')], check=True)
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
-            try:
-                self._boot_all(work)
-                break
-            except GuestPanicked as exc:
-                # a rare kernel panic at boot under TCG (live code patching across vCPUs);
-                # nothing was written that counts, so booting them again loses nothing
-                if attempt == BOOT_ATTEMPTS:
-                    raise
-                log(f'{exc.guest} panicked while booting, booting the guests again: {exc.line}')
-            except PortTaken as exc:
-                if attempt == BOOT_ATTEMPTS:
-                    raise
-                log(f'{exc}, booting the guests again on other ports')
-            self._kill_guests()
-            for guest in self.guests.values():
-                guest.port = _free_port()
-                subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b',
-                                os.path.join(self.image, 'rootfs.ext4'), os.path.join(work, f'{guest.name}.qcow2')], check=True)
-            self._write_known_hosts()
+        self._start_guests(lambda: self._boot_all(work))
         for guest in self.guests.values():
             self._install_zipcache(guest)
             # timers that are due by a later clock would all fire on resuming; the guests live for one run
@@ -355,11 +347,7 @@ class Testbed:
         started = time.monotonic()
         link_port = _free_port()
         for index, guest in enumerate(self.guests.values()):
-            root = os.path.join(self.rundir, f'{guest.name}.qcow2')
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(root)
-            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b',
-                            os.path.join(saved, f'{guest.name}.qcow2'), root], check=True)
+            root = _overlay(os.path.join(self.rundir, f'{guest.name}.qcow2'), os.path.join(saved, f'{guest.name}.qcow2'), 'qcow2')
             link = None
             if guest.link_addr:
                 link = f'socket,id=link,listen=127.0.0.1:{link_port}' if index == 0 else f'socket,id=link,connect=127.0.0.1:{link_port}'
@@ -388,7 +376,8 @@ class Testbed:
             link = None
             if guest.link_addr:
                 link = f'socket,id=link,listen=127.0.0.1:{link_port}' if index == 0 else f'socket,id=link,connect=127.0.0.1:{link_port}'
-            self._boot(guest, link, os.path.join(work, f'{guest.name}.qcow2'))
+            root = _overlay(os.path.join(work, f'{guest.name}.qcow2'), os.path.join(self.image, 'rootfs.ext4'), 'raw')
+            self._boot(guest, link, root)
             if link and index == 0:
                 self._wait_link(guest, link_port)
         for guest in self.guests.values():
