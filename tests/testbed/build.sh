@@ -98,57 +98,64 @@ log "building $KEY (kernel $KABI $KPKG_VERSION, zfs $ZFS_VERSION from $ZFS_SUITE
 WORK=$CACHE_ROOT/work-$KEY
 rm -rf "$WORK" "$OUT"
 mkdir -p "$WORK/debs" "$WORK/src" "$OUT"
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -z "${MODULES_PID:-}" ] || kill "$MODULES_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 # ------------------------------------------------------------ kernel modules
-( cd "$WORK/debs" && apt-get "${APT_OPTS[@]}" -q download \
-    "zfs-dkms=$ZFS_VERSION" "linux-headers-$KABI=$KPKG_VERSION" \
-    "linux-headers-$KFLAVOURLESS-common=$KPKG_VERSION" "$KBUILD=$KPKG_VERSION" ) >&2
-mkdir -p "$OUT/modules"
-if [ "$RELEASE" = bookworm ]; then
-  # the host is Debian 12 too: its gcc-12 is the compiler this kernel was built with
-  for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/src"; done
-  HDR=$WORK/src/usr/src/linux-headers-$KABI
-  COMMON=$WORK/src/usr/src/linux-headers-$KFLAVOURLESS-common
-  # The flavour's Makefile includes the -common tree by its absolute /usr/src path.
-  sed -i "s#/usr/src/linux-headers-$KFLAVOURLESS-common#$COMMON#g" "$HDR/Makefile"
-  ZSRC=$WORK/src/usr/src/zfs-$ZFS_UPSTREAM
-  log "building spl.ko/zfs.ko from $ZSRC"
-  ( cd "$ZSRC" \
-    && ./configure --with-config=kernel --with-linux="$COMMON" --with-linux-obj="$HDR" >"$WORK/configure.log" 2>&1 \
-    && make -j"$JOBS" >"$WORK/make.log" 2>&1 ) || { tail -n 40 "$WORK"/configure.log "$WORK"/make.log >&2; exit 1; }
-  find "$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
-else
-  # A newer release's kernel wants its own compiler (gcc-14 on Debian 13): build in a root of that
-  # release with its compiler and this kernel's headers unpacked at their real paths. It depends on
-  # the kernel only, so it is cached per kernel ABI and version and reused across zfs versions.
-  BROOT=$CACHE_ROOT/buildroot-${RELEASE}_${KABI}_${KPKG_VERSION}_r${RECIPE_REV}
-  BROOT=${BROOT//[^A-Za-z0-9._+\/-]/_}
-  if [ ! -f "$BROOT/done" ]; then
-    log "mmdebstrap $RELEASE build root $BROOT"
-    rm -rf "$BROOT"
-    mkdir -p "$BROOT"
-    mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "false"' --keyring="$KEYRING" \
-      --include=gcc,gcc-14,make,libc6-dev,libelf-dev,dwarves,bc,kmod \
-      "$RELEASE" "$BROOT/root" "${SOURCES[@]}" >"$WORK/buildroot.log" 2>&1 \
-      || { tail -n 40 "$WORK/buildroot.log" >&2; exit 1; }
-    for deb in "$WORK"/debs/linux-*.deb; do dpkg-deb -x "$deb" "$BROOT/root"; done
-    touch "$BROOT/done"
+# Built in the background while mmdebstrap makes the guest root, which needs them only in its last step
+# (guest-setup.sh): the compiler keeps the cores busy while mmdebstrap mostly downloads and unpacks.
+build_modules() {
+  ( cd "$WORK/debs" && apt-get "${APT_OPTS[@]}" -q download \
+      "zfs-dkms=$ZFS_VERSION" "linux-headers-$KABI=$KPKG_VERSION" \
+      "linux-headers-$KFLAVOURLESS-common=$KPKG_VERSION" "$KBUILD=$KPKG_VERSION" ) >&2
+  mkdir -p "$OUT/modules"
+  if [ "$RELEASE" = bookworm ]; then
+    # the host is Debian 12 too: its gcc-12 is the compiler this kernel was built with
+    for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/src"; done
+    HDR=$WORK/src/usr/src/linux-headers-$KABI
+    COMMON=$WORK/src/usr/src/linux-headers-$KFLAVOURLESS-common
+    # The flavour's Makefile includes the -common tree by its absolute /usr/src path.
+    sed -i "s#/usr/src/linux-headers-$KFLAVOURLESS-common#$COMMON#g" "$HDR/Makefile"
+    ZSRC=$WORK/src/usr/src/zfs-$ZFS_UPSTREAM
+    log "building spl.ko/zfs.ko from $ZSRC"
+    ( cd "$ZSRC" \
+      && ./configure --with-config=kernel --with-linux="$COMMON" --with-linux-obj="$HDR" >"$WORK/configure.log" 2>&1 \
+      && make -j"$JOBS" >"$WORK/make.log" 2>&1 ) || { tail -n 40 "$WORK"/configure.log "$WORK"/make.log >&2; exit 1; }
+    find "$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
+  else
+    # A newer release's kernel wants its own compiler (gcc-14 on Debian 13): build in a root of that
+    # release with its compiler and this kernel's headers unpacked at their real paths. It depends on
+    # the kernel only, so it is cached per kernel ABI and version and reused across zfs versions.
+    BROOT=$CACHE_ROOT/buildroot-${RELEASE}_${KABI}_${KPKG_VERSION}_r${RECIPE_REV}
+    BROOT=${BROOT//[^A-Za-z0-9._+\/-]/_}
+    if [ ! -f "$BROOT/done" ]; then
+      log "mmdebstrap $RELEASE build root $BROOT"
+      rm -rf "$BROOT"
+      mkdir -p "$BROOT"
+      mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "false"' --keyring="$KEYRING" \
+        --include=gcc,gcc-14,make,libc6-dev,libelf-dev,dwarves,bc,kmod \
+        "$RELEASE" "$BROOT/root" "${SOURCES[@]}" >"$WORK/buildroot.log" 2>&1 \
+        || { tail -n 40 "$WORK/buildroot.log" >&2; exit 1; }
+      for deb in "$WORK"/debs/linux-*.deb; do dpkg-deb -x "$deb" "$BROOT/root"; done
+      touch "$BROOT/done"
+    fi
+    BUILD=$BROOT/root/build
+    rm -rf "$BUILD"
+    mkdir -p "$BUILD"
+    dpkg-deb -x "$WORK"/debs/zfs-dkms_*.deb "$BUILD"
+    ZSRC=/build/usr/src/zfs-$ZFS_UPSTREAM
+    log "building spl.ko/zfs.ko from $ZSRC in $BROOT"
+    chroot "$BROOT/root" /bin/sh -ec "cd $ZSRC
+      ./configure --with-config=kernel --with-linux=/usr/src/linux-headers-$KFLAVOURLESS-common \
+        --with-linux-obj=/usr/src/linux-headers-$KABI >/build/configure.log 2>&1
+      make -j$JOBS >/build/make.log 2>&1" || { tail -n 40 "$BUILD"/configure.log "$BUILD"/make.log >&2; exit 1; }
+    find "$BROOT/root$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
+    rm -rf "$BUILD"
   fi
-  BUILD=$BROOT/root/build
-  rm -rf "$BUILD"
-  mkdir -p "$BUILD"
-  dpkg-deb -x "$WORK"/debs/zfs-dkms_*.deb "$BUILD"
-  ZSRC=/build/usr/src/zfs-$ZFS_UPSTREAM
-  log "building spl.ko/zfs.ko from $ZSRC in $BROOT"
-  chroot "$BROOT/root" /bin/sh -ec "cd $ZSRC
-    ./configure --with-config=kernel --with-linux=/usr/src/linux-headers-$KFLAVOURLESS-common \
-      --with-linux-obj=/usr/src/linux-headers-$KABI >/build/configure.log 2>&1
-    make -j$JOBS >/build/make.log 2>&1" || { tail -n 40 "$BUILD"/configure.log "$BUILD"/make.log >&2; exit 1; }
-  find "$BROOT/root$ZSRC/module" -name '*.ko' -exec cp {} "$OUT/modules/" \;
-  rm -rf "$BUILD"
-fi
-if [ ! -f "$OUT/modules/zfs.ko" ] || [ ! -f "$OUT/modules/spl.ko" ]; then log "zfs.ko/spl.ko missing after build"; exit 1; fi
+  if [ ! -f "$OUT/modules/zfs.ko" ] || [ ! -f "$OUT/modules/spl.ko" ]; then log "zfs.ko/spl.ko missing after build"; exit 1; fi
+}
+# (not called as a condition: that would switch off errexit inside it)
+( trap '[ -e "$WORK/modules.ok" ] || touch "$WORK/modules.failed"' EXIT; build_modules; touch "$WORK/modules.ok" ) &
+MODULES_PID=$!
 
 # ------------------------------------------------------------------ root fs
 ROOT=$WORK/root
@@ -167,9 +174,12 @@ mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "fals
   --keyring="$KEYRING" \
   --setup-hook="mkdir -p \"\$1/etc/apt/preferences.d\" && cp $WORK/prefs/zfs.pref \"\$1/etc/apt/preferences.d/\"" \
   --include="$PACKAGES" \
+  --customize-hook="until [ -e $WORK/modules.ok ]; do [ ! -e $WORK/modules.failed ] || exit 1; sleep 1; done" \
   --customize-hook="$(dirname "$0")/guest-setup.sh \"\$1\" $KABI $OUT/modules" \
   "$RELEASE" "$ROOT" "${SOURCES[@]}" >"$WORK/mmdebstrap.log" 2>&1 \
-  || { tail -n 40 "$WORK/mmdebstrap.log" >&2; exit 1; }
+  || { [ -e "$WORK/modules.failed" ] || tail -n 40 "$WORK/mmdebstrap.log" >&2; exit 1; }
+wait "$MODULES_PID" || exit 1
+MODULES_PID=
 
 cp "$ROOT/boot/vmlinuz-$KABI" "$OUT/vmlinuz"
 cp "$ROOT/boot/initrd.img-$KABI" "$OUT/initrd.img"
