@@ -105,9 +105,9 @@ def test_local_full_then_incremental_then_noop(bed, dataset):
     assert [d['action'] for d in again['datasets']] == ['none', 'none']
 
 
-# the transports send the same commands whatever the series: the smoke subset takes one of them
-@pytest.mark.parametrize('transport,compression', [pytest.param('openssh', 'zstd', marks=pytest.mark.smoke),
-                                                   ('paramiko', 'lz4')])
+# Not in the smoke subset: the transports send the same commands whatever the series, and the pair's smoke
+# test (test_pair.py) pushes and pulls over OpenSSH between two hosts on every series.
+@pytest.mark.parametrize('transport,compression', [('openssh', 'zstd'), ('paramiko', 'lz4')])
 def test_push_over_ssh(bed, dataset, transport, compression):
     seed(bed, dataset)
     troot = target_root(dataset)
@@ -120,7 +120,6 @@ def test_push_over_ssh(bed, dataset, transport, compression):
     assert replicate(bed, **params)['changed'] is False
 
 
-@pytest.mark.smoke
 def test_pull_from_source_host(bed, dataset):
     seed(bed, dataset)
     troot = target_root(dataset)
