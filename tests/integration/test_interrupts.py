@@ -118,9 +118,9 @@ def resume_and_match(bed, dataset: str) -> None:
 
 
 def test_sigterm_stops_everything_and_reports(bed, dataset, engine):
-    seed(bed, dataset, days=(1,), megabytes=24)
+    seed(bed, dataset, days=(1,), megabytes=12)
     assert not leftovers(bed), 'processes of an earlier run are still there'
-    # 24 MiB at 1 MiB/s: slow enough to be caught part way
+    # 12 MiB at 1 MiB/s: slow enough to be caught part way
     pid = start_cli(bed, cli_argv(dataset, '--rate-limit', '1M', '--timeout', '600'))
     wait_for_progress(bed)
     bed.ssh(GUEST, ['kill', '-TERM', str(pid)])
@@ -137,7 +137,7 @@ def test_sigterm_stops_everything_and_reports(bed, dataset, engine):
 
 
 def test_sigkill_leaves_no_ssh_and_the_next_run_resumes(bed, dataset, engine):
-    seed(bed, dataset, days=(1,), megabytes=24)
+    seed(bed, dataset, days=(1,), megabytes=12)
     assert not leftovers(bed), 'processes of an earlier run are still there'
     pid = start_cli(bed, cli_argv(dataset, '--rate-limit', '1M', '--timeout', '600'))
     wait_for_progress(bed)

@@ -155,12 +155,12 @@ def receive_progress(bed) -> tuple[int, int]:
 
 @pytest.mark.smoke
 def test_cut_stream_resumes_and_matches(bed, dataset):
-    seed(bed, dataset, days=(1,), megabytes=24)
+    seed(bed, dataset, days=(1,), megabytes=12)
     troot = target_root(dataset)
     replica = f'{troot}/{dataset}/data'
     params = {'datasets': [f'{dataset}/data'], 'target_root': troot, 'target_host': 'localhost'}
     outcome: dict = {}
-    # slow enough (24 MiB at 1 MiB/s) that the receiving side can be killed part way through
+    # slow enough (12 MiB at 1 MiB/s) that the receiving side can be killed part way through
     runner = threading.Thread(target=lambda: outcome.update(replicate(bed, rate_limit='1M', timeout=600, **params)))
     runner.start()
     deadline = time.monotonic() + 300

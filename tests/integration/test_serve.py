@@ -171,9 +171,9 @@ def received_bytes(pair) -> int:
 
 
 def test_an_interrupted_push_resumes_through_the_forced_command(pair, dataset, endpoint):
-    seed(pair, dataset, days=(1,), megabytes=24)
+    seed(pair, dataset, days=(1,), megabytes=12)
     replica = f'{root("a")}/{dataset}/data'
-    # a slow first full stream (24 MiB at 1 MiB/s), stopped by SIGTERM once the target has part of it
+    # a slow first full stream (12 MiB at 1 MiB/s), stopped by SIGTERM once the target has part of it
     argv = [BIN, 'replicate', f'{dataset}/data', '--target-host', TARGET, '--ssh-user', CLIENTS['a'],
             '--target-root', root('a'), '--rate-limit', '1M']
     pair.sh(CLIENT, f'setsid sh -c {shlex.quote(shlex.join(argv) + " >/dev/null 2>&1 & echo $! > /run/serve-push.pid")} '
