@@ -27,20 +27,26 @@ import json
 import sys
 import typing as t
 
-from . import _autosnap_options, _replicate_options, _retain_options, _serve_options
 from ._lock import LockTimeout
 from ._options import Schema, add_arguments, from_namespace
-from ._serve import serve
 from ._signals import exit_status, interrupted_result, interrupted_signal, interrupts_raise
 from ._types import Interrupted, ValidationError, ZfsCommandError
 from ._zfs import LocalRunner, Zfs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+# The subcommands and their summaries. Only the subcommand that runs has its options (and their modules)
+# loaded: sshd starts `serve` for every command a client sends, and a receive user cannot write bytecode.
+COMMANDS = {
+    'autosnap': 'take due snapshots and prune old ones',
+    'replicate': 'replicate snapshots to a backup target',
+    'retain': "prune a backup server's replicas by their arrival on it",
+    'serve': 'forced command of a replication key (authorized_keys command=...)',
+}
 
 
-def _add_engine(sub: t.Any, schema: Schema, summary: str, func: t.Callable[..., t.Any], *, diff: bool = False) -> None:
+def _add_engine(sub: t.Any, schema: Schema, func: t.Callable[..., t.Any], *, diff: bool = False) -> None:
     """A subcommand that changes pools: its schema's options, --check and --json (and --diff)."""
-    p = sub.add_parser(schema.name, help=summary, description=schema.help)
+    p = sub.add_parser(schema.name, help=COMMANDS[schema.name], description=schema.help)
     add_arguments(p, schema)
     p.add_argument('--check', action='store_true', help='report the plan, change nothing')
     if diff:
@@ -49,9 +55,15 @@ def _add_engine(sub: t.Any, schema: Schema, summary: str, func: t.Callable[..., 
     p.set_defaults(func=func)
 
 
+def _add_autosnap(sub: t.Any) -> None:
+    from . import _autosnap_options  # noqa: PLC0415
+    _add_engine(sub, _autosnap_options.SCHEMA, _run_autosnap, diff=True)
+
+
 # The engines are imported when their subcommand runs: `serve`, started by sshd for every command a
 # client sends, must not pay for the replication engine and paramiko each time.
 def _run_autosnap(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    from . import _autosnap_options  # noqa: PLC0415
     from ._autosnap import run_autosnap  # noqa: PLC0415
     values = _autosnap_options.normalise(from_namespace(_autosnap_options.SCHEMA, args))
     result = run_autosnap(
@@ -61,13 +73,14 @@ def _run_autosnap(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
 
 
 def _add_replicate(sub: t.Any) -> None:
-    p = sub.add_parser('replicate', help='replicate snapshots to a backup target',
-                       description=_replicate_options.SCHEMA.help)
+    from . import _replicate_options  # noqa: PLC0415
+    p = sub.add_parser('replicate', help=COMMANDS['replicate'], description=_replicate_options.SCHEMA.help)
     _replicate_options.build_parser(parser=p)
     p.set_defaults(func=_run_replicate, json=True)
 
 
 def _run_replicate(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    from . import _replicate_options  # noqa: PLC0415
     from ._replicate import run_replicate  # noqa: PLC0415
     raw = from_namespace(_replicate_options.SCHEMA, args)
     # bad input exits with EXIT_USAGE like autosnap's, before any host is contacted
@@ -78,12 +91,19 @@ def _run_replicate(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
 
 def cli_replicate(argv: t.Sequence[str]) -> dict[str, t.Any]:
     """Parse replicate's *argv* and replicate; returns the result, or ``failed: true`` with ``msg`` and details."""
+    from . import _replicate_options  # noqa: PLC0415
     from ._replicate import run_replicate  # noqa: PLC0415
     namespace = _replicate_options.build_parser().parse_args(list(argv))
     return run_replicate(from_namespace(_replicate_options.SCHEMA, namespace), check_mode=namespace.check)
 
 
+def _add_retain(sub: t.Any) -> None:
+    from . import _retain_options  # noqa: PLC0415
+    _add_engine(sub, _retain_options.SCHEMA, _run_retain)
+
+
 def _run_retain(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
+    from . import _retain_options  # noqa: PLC0415
     from ._retain import run_retain  # noqa: PLC0415
     values = _retain_options.normalise(from_namespace(_retain_options.SCHEMA, args))
     result = run_retain(values, Zfs(LocalRunner(), values['zfs_path']), check_mode=args.check)
@@ -91,13 +111,14 @@ def _run_retain(args: argparse.Namespace) -> tuple[int, dict[str, t.Any]]:
 
 
 def _add_serve(sub: t.Any) -> None:
-    schema = _serve_options.SCHEMA
-    p = sub.add_parser('serve', help='forced command of a replication key (authorized_keys command=...)',
-                       description=schema.help)
-    add_arguments(p, schema)
+    from . import _serve_options  # noqa: PLC0415
+    p = sub.add_parser('serve', help=COMMANDS['serve'], description=_serve_options.SCHEMA.help)
+    add_arguments(p, _serve_options.SCHEMA)
 
 
 def _serve(args: argparse.Namespace, stderr: t.TextIO) -> int:
+    from . import _serve_options  # noqa: PLC0415
+    from ._serve import serve  # noqa: PLC0415
     # stdout is the stream itself here: nothing but the requested command's output may reach it
     try:
         values = _serve_options.normalise(from_namespace(_serve_options.SCHEMA, args))
@@ -127,14 +148,20 @@ def _summary(result: dict[str, t.Any], out: t.TextIO) -> None:
     out.write(', '.join([*counts, f'changed={str(result.get("changed", False)).lower()}']) + '\n')
 
 
-def build_parser() -> argparse.ArgumentParser:
+_ADDERS: dict[str, t.Callable[[t.Any], None]] = {
+    'autosnap': _add_autosnap, 'replicate': _add_replicate, 'retain': _add_retain, 'serve': _add_serve}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or with only *command*'s options (the others are listed by name)."""
     parser = argparse.ArgumentParser(prog='pyzfsautosnap', description='Automatic ZFS snapshots.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
-    _add_engine(sub, _autosnap_options.SCHEMA, 'take due snapshots and prune old ones', _run_autosnap, diff=True)
-    _add_replicate(sub)
-    _add_engine(sub, _retain_options.SCHEMA, "prune a backup server's replicas by their arrival on it", _run_retain)
-    _add_serve(sub)
+    for name, summary in COMMANDS.items():
+        if command in (None, name):
+            _ADDERS[name](sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
@@ -164,7 +191,7 @@ def main(argv: t.Sequence[str] | None = None, stdout: t.TextIO | None = None, st
     except ValidationError as exc:
         stderr.write(f'error: {exc}\n')
         return EXIT_USAGE
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     if args.command == 'serve':
         return _serve(args, stderr)
     try:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import stat
+import subprocess
 import sys
 import syslog
 import textwrap
@@ -270,3 +273,35 @@ def test_the_command_line_reads_the_original_command(monkeypatch, capsys):
     assert _cli.main(['serve', '--root', 'zfsbackups/c1'], stderr=stderr) == 1
     assert stderr.getvalue() == "pyzfsautosnap serve: refused: rm is not a command this key may run: 'rm -rf /'\n"
     assert capsys.readouterr().out == ''
+
+
+def test_serve_loads_no_other_subcommand(tmp_path):
+    """sshd starts serve for every command a client sends: it parses its own options only."""
+    src = os.path.dirname(_cli.__file__)
+    shutil.copytree(src, tmp_path / 'pzas', ignore=shutil.ignore_patterns('__pycache__'))
+    probe = textwrap.dedent('''
+        import io, os, sys, syslog
+        syslog.syslog = lambda *a: None
+        os.environ['SSH_ORIGINAL_COMMAND'] = 'id'
+        from pzas import _cli
+        err = io.StringIO()
+        code = _cli.main(['serve', '--root', 'zfsbackups/c1'], stderr=err)
+        print(code, err.getvalue().strip())
+        print(' '.join(sorted(m for m in sys.modules if m.startswith('pzas.'))))
+    ''')
+    proc = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, cwd=str(tmp_path), check=True,
+                          env={'PATH': os.environ.get('PATH', ''), 'PYTHONPATH': str(tmp_path)})
+    refusal, loaded = proc.stdout.splitlines()
+    assert refusal.startswith('1 pyzfsautosnap serve: refused: id is not a command'), refusal
+    assert 'pzas._serve_options' in loaded.split()
+    for other in ('_autosnap_options', '_replicate_options', '_retain_options', '_replicate', '_autosnap', '_retain'):
+        assert f'pzas.{other}' not in loaded.split(), loaded
+
+
+def test_every_subcommand_is_listed_and_parses_its_own_options():
+    parser = _cli.build_parser('retain')
+    assert parser.parse_args(['retain', '--root', 'zfsbackups/c1', '--policy', 'daily=3']).roots == ['zfsbackups/c1']
+    listed = parser.format_help()
+    assert all(name in listed for name in _cli.COMMANDS)
+    with pytest.raises(SystemExit):
+        _cli.build_parser('retain').parse_args(['serve', '--root', 'zfsbackups/c1'])
