@@ -156,6 +156,9 @@ def test_client_and_target_roles(bed, dataset, collection, zfs_features):
         assert first.task_status(TARGET_ROLE, 'Import the backup pool') == 'skipping'
         assert first.task_status(TARGET_ROLE, 'Create the backup pool') == 'skipping'
         assert bed.ssh(GUEST, ['zpool', 'get', '-H', '-o', 'value', 'guid', 'zfsbackups']).stdout.strip() == pool_guid
+        # the engine's bytecode is there for the users that cannot write it (receive, send and pull users)
+        compiled = bed.sh(GUEST, 'ls /usr/local/lib/pyzfsautosnap/pyzfsautosnap/__pycache__').stdout.split()
+        assert any(name.startswith('_serve.') and name.endswith('.pyc') for name in compiled), compiled
 
         second = apply_roles(bed, collection, roles)
         assert second.rc == 0 and second.failed == 0, second.output

@@ -53,7 +53,9 @@ def forced(roots: list[str], *extra: str) -> str:
 
 
 def install_engine(pair, host: str) -> None:
-    pair.ssh(host, ['sh', '-ec', f'rm -rf {LIB}; mkdir -p {LIB}; base64 -d | tar -xz -C {LIB}'], input_text=engine_tarball())
+    # compiled as the client role installs it: the receive users cannot write bytecode of their own
+    pair.ssh(host, ['sh', '-ec', f'rm -rf {LIB}; mkdir -p {LIB}; base64 -d | tar -xz -C {LIB}; python3 -m compileall -q {LIB}'],
+             input_text=engine_tarball())
     pair.sh(host, f"""
         printf '%s\\n' '#!/usr/bin/python3' 'import sys' 'sys.path.insert(0, "{LIB}")' \\
           'from pyzfsautosnap._cli import main' 'raise SystemExit(main())' > {BIN}
