@@ -33,7 +33,7 @@ export PATH := $(BIN):$(PATH)
 
 export ANSIBLE_COLLECTIONS_PATH := $(LINKROOT)
 
-.PHONY: all deps stage stage-link demo test lint sanity units ansible-lint integration integration-all integration-matrix vm-shell testbed bench clean
+.PHONY: all deps stage stage-link demo test lint sanity units ansible-lint integration integration-all integration-matrix vm-shell testbed testbeds bench clean
 
 all: test
 
@@ -48,10 +48,10 @@ $(STAMP_DEPS): tests/requirements-dev.txt tests/apt-packages.txt
 demo: deps stage-link
 	$(BIN)/python tests/demo/demo.py
 
-# Each phase timed; a per-phase table is printed at the end, also when a phase fails.
+# Each phase timed; a per-phase table is printed at the end, also when a phase fails. The guest images
+# build in the background while the linters and unit tests run (&testbeds ... wait).
 test:
-	tests/utils/phases.sh '$(MAKE)' deps lint sanity units ansible-lint \
-	  $(foreach series,$(ZFS_SERIES_ALL),testbed-$(series)) integration-matrix
+	tests/utils/phases.sh '$(MAKE)' deps '&testbeds' lint sanity units ansible-lint wait integration-matrix
 
 lint: deps
 	$(BIN)/ruff check plugins tests bench
@@ -101,6 +101,9 @@ stage-link:
 
 testbed: deps
 	ZFS_SERIES=$(ZFS_SERIES) $(BIN)/python tests/testbed/vm.py build
+
+# every series' image, one after another
+testbeds: $(foreach series,$(ZFS_SERIES_ALL),testbed-$(series))
 
 testbed-%: deps
 	$(MAKE) --no-print-directory testbed ZFS_SERIES=$*
