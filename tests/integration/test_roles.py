@@ -28,7 +28,7 @@ NEVER = '2099-01-01 00:00:00 UTC'
 RECAP_RE = re.compile(rf'^{GUEST}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', re.M)
 STATUS_RE = r'^(ok|changed|skipping|failed|fatal): \[' + GUEST + r'\]'
 
-# In the full subset only (the newest series in CI): three role applications take about 15 min under TCG,
+# In the full subset only (the newest series in CI): three role applications take 6 to 9 min under TCG,
 # and every zfs command the roles cause is the engine's or community.general's, which the smoke subset
 # runs on every series. `make integration ZFS_SERIES=2.1 INTEGRATION_SUBSET=full` runs it anywhere.
 
