@@ -30,6 +30,10 @@ stop_background() {
   for pid in "${bg_pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null; done
 }
 trap 'stop_background; summary' EXIT
+# the background phases run in sessions of their own: a signal that stops this script must stop them too
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 record() {  # name seconds status [note]
   names+=("$1") secs+=("$2")
   if [ "$3" -ne 0 ]; then results+=("failed (status $3)${4:+, $4}"); else results+=("ok${4:+ ($4)}"); fi
