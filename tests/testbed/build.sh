@@ -174,7 +174,7 @@ mmdebstrap --variant=minbase --mode=root --aptopt='APT::Install-Recommends "fals
   --keyring="$KEYRING" \
   --setup-hook="mkdir -p \"\$1/etc/apt/preferences.d\" && cp $WORK/prefs/zfs.pref \"\$1/etc/apt/preferences.d/\"" \
   --include="$PACKAGES" \
-  --customize-hook="until [ -e $WORK/modules.ok ]; do [ ! -e $WORK/modules.failed ] || exit 1; sleep 1; done" \
+  --customize-hook="until [ -e $WORK/modules.ok ]; do [ ! -e $WORK/modules.failed ] && kill -0 $MODULES_PID 2>/dev/null || [ -e $WORK/modules.ok ] || exit 1; sleep 1; done" \
   --customize-hook="$(dirname "$0")/guest-setup.sh \"\$1\" $KABI $OUT/modules" \
   "$RELEASE" "$ROOT" "${SOURCES[@]}" >"$WORK/mmdebstrap.log" 2>&1 \
   || { [ -e "$WORK/modules.failed" ] || tail -n 40 "$WORK/mmdebstrap.log" >&2; exit 1; }
