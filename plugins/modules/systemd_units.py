@@ -39,6 +39,7 @@ options:
   stopped:
     description:
       - Units to stop and disable. A unit cannot be in both O(started) and O(stopped).
+      - A unit enabled for this boot only (C(systemctl enable --runtime)) is stopped and left so.
     type: list
     elements: str
     default: []
@@ -212,7 +213,8 @@ def plan(started: t.Sequence[str], stopped: t.Sequence[str], restart: bool, stat
             continue
         if state.active in RUNNING:
             chosen.stop.append(unit)
-        if state.file in ENABLED:
+        # a plain `systemctl disable` leaves an enablement for this boot only (enabled-runtime) alone
+        if state.file == 'enabled':
             chosen.disable.append(unit)
     return chosen
 

@@ -107,6 +107,8 @@ def test_a_first_run_enables_and_starts_all_at_once_and_a_second_changes_nothing
     ('static', {DAILY: ('inactive', 'static')}, {'started': [DAILY]}, {'started': [DAILY]}),
     ('stop and disable', {HOURLY: ('active', 'enabled')}, {'stopped': [HOURLY]}, {'stopped': [HOURLY], 'disabled': [HOURLY]}),
     ('disabled already', {HOURLY: ('inactive', 'disabled')}, {'stopped': [HOURLY]}, {}),
+    # enabled for this boot only: a plain disable would change nothing, so none is run
+    ('runtime', {HOURLY: ('active', 'enabled-runtime')}, {'stopped': [HOURLY]}, {'stopped': [HOURLY]}),
     # a unit whose file is gone has nothing left to stop
     ('unknown stopped', {}, {'stopped': [HOURLY]}, {}),
     ('nothing', {}, {}, {}),
